@@ -1,0 +1,152 @@
+"""Images/sec of keras_vit and keras-hub's ViTBackbone, side by side.
+
+Both models get the same configuration (variant, image size, dtype policy,
+batch size), the same inputs and the same timing method, in one process,
+alternating between them so that machine noise hits both alike:
+
+    KERAS_BACKEND=tensorflow python benchmarks/throughput.py \
+        --variant=B/16 --image_size=224 --batch_size=8 --dtype_policy=float32
+
+Inference is `predict_on_batch` on the backbones (pooled features for
+keras_vit, the token sequence for keras-hub: the encoder is the whole cost);
+training is `train_on_batch` of backbone + class-token pooling + Dense head
+with AdamW and sparse cross-entropy. Each figure is the median over
+`--repeats` timed rounds of `--steps` steps, after warm-up. The ratio is
+keras_vit / keras-hub (above 1 means keras_vit is faster).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import keras_vit  # noqa: E402
+from keras_vit.layers import TokenPooling  # noqa: E402
+
+_VARIANT = flags.DEFINE_string("variant", "B/16", "keras_vit variant, SIZE/PATCH.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Square image side.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per step.")
+_DTYPE_POLICY = flags.DEFINE_string(
+    "dtype_policy", "float32", "Keras dtype policy, e.g. float32, mixed_bfloat16."
+)
+_MODES = flags.DEFINE_list("modes", ["inference", "training"], "What to time.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Steps per timed round.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds; the median is reported.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
+_JIT_COMPILE = flags.DEFINE_string(
+    "jit_compile", "auto", "jit_compile passed to compile() of both models."
+)
+_PEERS = flags.DEFINE_list("peers", ["keras_vit", "keras_hub"], "Models to time.")
+
+
+def _ours(spec, image_size, include_top, num_classes=1000):
+    return keras_vit.ViT(
+        spec.name,
+        image_size=image_size,
+        num_classes=num_classes,
+        include_top=include_top,
+    )
+
+
+def _keras_hub(spec, image_size, include_top, num_classes=1000):
+    import keras_hub
+
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(image_size, image_size, 3),
+        patch_size=spec.patch_size,
+        num_layers=spec.depth,
+        num_heads=spec.num_heads,
+        hidden_dim=spec.hidden_dim,
+        mlp_dim=spec.mlp_dim,
+        dropout_rate=0.0,
+        attention_dropout=0.0,
+        layer_norm_epsilon=1e-6,
+    )
+    if not include_top:
+        return backbone
+    images = keras.Input((image_size, image_size, 3))
+    features = TokenPooling("token")(backbone(images))
+    logits = keras.layers.Dense(num_classes, dtype="float32")(features)
+    return keras.Model(images, logits)
+
+
+_BUILDERS = {"keras_vit": _ours, "keras_hub": _keras_hub}
+
+
+def _jit(value):
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
+def _timer(model, mode, images, labels):
+    if mode == "inference":
+        model.compile(jit_compile=_jit(_JIT_COMPILE.value))
+
+        def step():
+            out = model.predict_on_batch(images)
+            return keras.ops.convert_to_numpy(keras.tree.flatten(out)[0])
+
+    else:
+        model.compile(
+            optimizer=keras.optimizers.AdamW(1e-4),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=_jit(_JIT_COMPILE.value),
+        )
+
+        def step():
+            return model.train_on_batch(images, labels)
+
+    for _ in range(_WARMUP.value):
+        step()
+
+    def timed_round():
+        start = time.perf_counter()
+        for _ in range(_STEPS.value):
+            step()
+        return _STEPS.value * images.shape[0] / (time.perf_counter() - start)
+
+    return timed_round
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    keras.config.set_dtype_policy(_DTYPE_POLICY.value)
+    spec = keras_vit.variants.parse_variant(_VARIANT.value)
+    size, batch = _IMAGE_SIZE.value, _BATCH_SIZE.value
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (batch, size, size, 3)).astype("float32")
+    labels = rng.integers(0, 1000, (batch,))
+    print(
+        f"backend={keras.backend.backend()} variant={spec.name} "
+        f"image_size={size} batch={batch} dtype_policy={_DTYPE_POLICY.value} "
+        f"jit_compile={_JIT_COMPILE.value} steps={_STEPS.value} "
+        f"repeats={_REPEATS.value} cpus={os.cpu_count()}"
+    )
+    for mode in _MODES.value:
+        if mode not in ("inference", "training"):
+            raise app.UsageError(f"Unknown mode {mode!r}: inference or training")
+        timers = {}
+        for peer in _PEERS.value:
+            model = _BUILDERS[peer](spec, size, include_top=(mode == "training"))
+            timers[peer] = _timer(model, mode, images, labels)
+        rates = {peer: [] for peer in timers}
+        for _ in range(_REPEATS.value):
+            for peer, timed_round in timers.items():
+                rates[peer].append(timed_round())
+        medians = {peer: statistics.median(r) for peer, r in rates.items()}
+        for peer, median in medians.items():
+            spread = ", ".join(f"{r:.2f}" for r in rates[peer])
+            print(f"{mode:9s} {peer:9s} {median:8.2f} img/s  (rounds: {spread})")
+        if len(medians) == 2:
+            a, b = medians.values()
+            print(f"{mode:9s} ratio keras_vit/keras_hub = {a / b:.3f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,107 @@
+"""Backend-independent 2-D interpolation of token grids.
+
+Position embeddings are resized when a model runs on, or is fine-tuned at,
+another resolution (Section 3.2 of the ViT paper). `keras.ops.image.resize`
+is not the same function on every backend (PyTorch's bicubic uses a = -0.75,
+TensorFlow and JAX a = -0.5; JAX always antialiases when downsampling), so a
+model would give different numbers on each. Instead, each axis is resampled
+by a small interpolation matrix computed here in NumPy (float64, then
+float32) and applied with one `keras.ops.einsum`: the same numbers on every
+backend.
+
+Convention, for both methods: half-pixel centres (output sample i sits at
+input coordinate (i + 0.5) * in / out - 0.5, the convention of
+`tf.image.resize`, `jax.image.resize` and PyTorch's `align_corners=False`),
+the weights of each output sample normalized to sum to one (so edges are
+handled by renormalizing over the samples inside the grid), and, with
+`antialias=True`, the kernel stretched by in / out when downsampling. This
+is exactly `jax.image.resize` (`"linear"` / `"cubic"`, Keys' cubic kernel
+with a = -0.5), which big_vision uses to resample position embeddings.
+"""
+
+import functools
+
+import numpy as np
+from keras import ops
+
+METHODS = ("bilinear", "bicubic")
+
+
+def _linear_kernel(x):
+    return np.maximum(0.0, 1.0 - np.abs(x))
+
+
+def _keys_cubic_kernel(x):
+    # Keys (1981) cubic convolution with a = -0.5.
+    x = np.abs(x)
+    near = ((1.5 * x - 2.5) * x) * x + 1.0
+    far = ((-0.5 * x + 2.5) * x - 4.0) * x + 2.0
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+_KERNELS = {"bilinear": _linear_kernel, "bicubic": _keys_cubic_kernel}
+
+
+def check_method(method):
+    if method not in _KERNELS:
+        raise ValueError(
+            f"Unknown interpolation method {method!r}: expected one of "
+            f"{list(METHODS)}"
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def resize_matrix(in_size, out_size, method="bicubic", antialias=True):
+    """The (out_size, in_size) float32 matrix that resamples one axis.
+
+    Args:
+        in_size: int. Number of input samples.
+        out_size: int. Number of output samples.
+        method: str. `"bilinear"` or `"bicubic"`. Defaults to `"bicubic"`.
+        antialias: bool. Stretch the kernel when downsampling. Defaults to
+            True.
+
+    Returns:
+        A read-only NumPy float32 array whose rows sum to one.
+    """
+    check_method(method)
+    if in_size <= 0 or out_size <= 0:
+        raise ValueError(
+            f"Grid sizes must be positive, received in_size={in_size}, "
+            f"out_size={out_size}"
+        )
+    scale = out_size / in_size
+    kernel_scale = min(scale, 1.0) if antialias else 1.0
+    source = (np.arange(out_size, dtype=np.float64) + 0.5) / scale - 0.5
+    offsets = np.arange(in_size, dtype=np.float64)[None, :] - source[:, None]
+    weights = _KERNELS[method](offsets * kernel_scale)
+    weights /= weights.sum(axis=1, keepdims=True)
+    matrix = weights.astype(np.float32)
+    matrix.setflags(write=False)
+    return matrix
+
+
+def resize_token_grid(tokens, old_grid, new_grid, method="bicubic", antialias=True):
+    """Resizes row-major grid tokens (B, gh * gw, D) to (B, nh * nw, D).
+
+    The computation is done in float32 whatever the input dtype, and the
+    result is returned in float32.
+
+    Args:
+        tokens: tensor of shape (B, gh * gw, D).
+        old_grid: (gh, gw) ints.
+        new_grid: (nh, nw) ints.
+        method: str. `"bilinear"` or `"bicubic"`.
+        antialias: bool. See `resize_matrix`.
+
+    Returns:
+        A float32 tensor of shape (B, nh * nw, D).
+    """
+    (old_h, old_w), (new_h, new_w) = tuple(old_grid), tuple(new_grid)
+    rows = ops.convert_to_tensor(resize_matrix(old_h, new_h, method, antialias))
+    cols = ops.convert_to_tensor(resize_matrix(old_w, new_w, method, antialias))
+    tokens = ops.cast(tokens, "float32")
+    width = ops.shape(tokens)[-1]
+    grid = ops.reshape(tokens, (-1, old_h, old_w, width))
+    grid = ops.einsum("ih,bhwd,jw->bijd", rows, grid, cols)
+    return ops.reshape(grid, (-1, new_h * new_w, width))

@@ -1,0 +1,64 @@
+"""Reduces the encoder's token sequence to one vector per image."""
+
+import keras
+from keras import ops
+
+POOLINGS = ("token", "gap")
+
+
+def check_pooling(pooling):
+    if pooling not in POOLINGS:
+        raise ValueError(
+            f"Unknown pooling {pooling!r}: expected one of {list(POOLINGS)} "
+            f"('token' takes the [class] token, 'gap' averages the patch "
+            f"tokens)"
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class TokenPooling(keras.layers.Layer):
+    """Takes the [class] token's state, or the mean of the patch tokens.
+
+    The two image representations of the ViT paper: the final state of the
+    [class] token (Section 3.1), or global average pooling of the patch
+    tokens (Appendix D.3).
+
+    Args:
+        pooling: str. `"token"` (the first token) or `"gap"` (the mean of
+            the tokens after the prefix). Defaults to `"token"`.
+        num_prefix_tokens: int. Tokens before the patch tokens, excluded
+            from the mean with `"gap"`. Defaults to 0.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: tokens (B, T, D).
+
+    Returns:
+        (B, D) features.
+
+    Example:
+
+    >>> tuple(TokenPooling("gap")(np.ones((2, 16, 32))).shape)
+    (2, 32)
+    """
+
+    def __init__(self, pooling="token", num_prefix_tokens=0, **kwargs):
+        super().__init__(**kwargs)
+        check_pooling(pooling)
+        self.pooling = pooling
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def call(self, inputs):
+        if self.pooling == "token":
+            return inputs[:, 0]
+        return ops.mean(inputs[:, self.num_prefix_tokens :], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"pooling": self.pooling, "num_prefix_tokens": self.num_prefix_tokens}
+        )
+        return config

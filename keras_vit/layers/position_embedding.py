@@ -1,0 +1,187 @@
+"""Learnable 1-D position embeddings that resize to any patch grid."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_vit import interpolation as interp
+
+
+def normalize_grid(grid_size, name="grid_size"):
+    """Returns `grid_size` (an int or a pair) as a tuple of two positive ints."""
+    if isinstance(grid_size, int) and not isinstance(grid_size, bool):
+        grid_size = (grid_size, grid_size)
+    try:
+        height, width = (int(v) for v in grid_size)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be an int or a pair of ints (height, width), "
+            f"received {grid_size!r}"
+        ) from None
+    if height <= 0 or width <= 0 or (height, width) != tuple(grid_size):
+        raise ValueError(
+            f"{name} must hold positive integers, received {grid_size!r}"
+        )
+    return (height, width)
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds learnable 1-D position embeddings to a token sequence.
+
+    Section 3.1 of [the ViT paper](https://arxiv.org/abs/2010.11929): one
+    learned D-vector per position, the first `num_prefix_tokens` rows for
+    the prefix tokens (the [class] token) and then one row per patch of a
+    `grid_size` patch grid in row-major order.
+
+    When called on a sequence for another grid, the grid rows are resized by
+    2-D interpolation on the fly (the paper's recipe for fine-tuning at a
+    higher resolution, Section 3.2), in float32, identically on every
+    backend (see `keras_vit.interpolation`); the prefix rows are never
+    interpolated. The stored weights keep their built shape.
+
+    Args:
+        grid_size: int or (height, width). The patch grid the embeddings are
+            learned for.
+        num_prefix_tokens: int. Tokens before the grid (1 for the [class]
+            token, 0 with global average pooling). Defaults to 1.
+        initializer: initializer of the (1, prefix + h * w, D) embeddings.
+            Defaults to a normal distribution with stddev 0.02, as in the
+            reference implementation.
+        interpolation: str. `"bicubic"` or `"bilinear"`, used when the grid
+            differs. Defaults to `"bicubic"`.
+        antialias: bool. Widen the kernel when shrinking the grid. Defaults
+            to True.
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: tokens (B, num_prefix_tokens + h * w, D).
+        grid_size: optional (h, w) of the tokens' grid. When omitted it is
+            the built grid if the length matches, otherwise the square grid
+            the length implies.
+
+    Returns:
+        Tokens of the same shape with the position embeddings added.
+
+    Example:
+
+    >>> layer = PositionEmbedding(grid_size=(4, 4))
+    >>> tuple(layer(np.zeros((2, 17, 32))).shape)
+    (2, 17, 32)
+    >>> tuple(layer(np.zeros((2, 37, 32))).shape)  # a 6x6 grid, resized
+    (2, 37, 32)
+    """
+
+    def __init__(
+        self,
+        grid_size,
+        num_prefix_tokens=1,
+        initializer=None,
+        interpolation="bicubic",
+        antialias=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.grid_size = normalize_grid(grid_size)
+        if (
+            not isinstance(num_prefix_tokens, int)
+            or isinstance(num_prefix_tokens, bool)
+            or num_prefix_tokens < 0
+        ):
+            raise ValueError(
+                f"num_prefix_tokens must be a non-negative integer, received "
+                f"{num_prefix_tokens!r}"
+            )
+        interp.check_method(interpolation)
+        self.num_prefix_tokens = num_prefix_tokens
+        self.initializer = keras.initializers.get(
+            initializer or keras.initializers.RandomNormal(stddev=0.02)
+        )
+        self.interpolation = interpolation
+        self.antialias = bool(antialias)
+
+    @property
+    def sequence_length(self):
+        return self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
+
+    def build(self, input_shape):
+        length, hidden_dim = input_shape[-2], input_shape[-1]
+        if hidden_dim is None:
+            raise ValueError(
+                f"The last (width) dimension of the tokens must be known, "
+                f"received input shape {tuple(input_shape)}"
+            )
+        self.embeddings = self.add_weight(
+            shape=(1, self.sequence_length, hidden_dim),
+            initializer=self.initializer,
+            name="embeddings",
+        )
+
+    def grid_for_length(self, length):
+        """The patch grid a sequence of `length` tokens is taken to hold."""
+        if length == self.sequence_length:
+            return self.grid_size
+        num_patches = length - self.num_prefix_tokens
+        side = math.isqrt(max(num_patches, 0))
+        if num_patches <= 0 or side * side != num_patches:
+            raise ValueError(
+                f"{self.name}: cannot infer the patch grid of a sequence of "
+                f"{length} tokens ({self.num_prefix_tokens} prefix tokens + "
+                f"{num_patches} patches is not a square grid; built for "
+                f"{self.grid_size}); pass grid_size=(height, width)"
+            )
+        return (side, side)
+
+    def embeddings_for_grid(self, grid_size):
+        """The (1, prefix + h * w, D) embeddings for a `grid_size` grid.
+
+        The built weights unchanged for the built grid; otherwise their grid
+        rows resized in float32 (and returned in float32).
+        """
+        grid_size = normalize_grid(grid_size)
+        if grid_size == self.grid_size:
+            return self.embeddings
+        prefix = self.embeddings[:, : self.num_prefix_tokens]
+        grid = interp.resize_token_grid(
+            self.embeddings[:, self.num_prefix_tokens :],
+            self.grid_size,
+            grid_size,
+            method=self.interpolation,
+            antialias=self.antialias,
+        )
+        return ops.concatenate([ops.cast(prefix, "float32"), grid], axis=1)
+
+    def call(self, inputs, grid_size=None):
+        length = inputs.shape[1]
+        if grid_size is None:
+            grid_size = (
+                self.grid_size if length is None else self.grid_for_length(length)
+            )
+        grid_size = normalize_grid(grid_size)
+        expected = self.num_prefix_tokens + grid_size[0] * grid_size[1]
+        if length is not None and length != expected:
+            raise ValueError(
+                f"{self.name}: a {grid_size} grid with "
+                f"{self.num_prefix_tokens} prefix tokens needs {expected} "
+                f"tokens, received input shape {tuple(inputs.shape)}"
+            )
+        embeddings = self.embeddings_for_grid(grid_size)
+        return inputs + ops.cast(embeddings, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "grid_size": list(self.grid_size),
+                "num_prefix_tokens": self.num_prefix_tokens,
+                "initializer": keras.initializers.serialize(self.initializer),
+                "interpolation": self.interpolation,
+                "antialias": self.antialias,
+            }
+        )
+        return config
+

@@ -1,0 +1,201 @@
+"""`ViT(...)`: the Vision Transformer as a Functional `keras.Model`."""
+
+import os
+
+import keras
+
+from keras_vit import variants
+from keras_vit.layers import (
+    ClassToken,
+    PatchEmbedding,
+    PositionEmbedding,
+    TokenPooling,
+    TransformerBlock,
+)
+from keras_vit.layers.pooling import check_pooling
+from keras_vit.layers.position_embedding import normalize_grid
+
+
+def _check_rate(name, value):
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), received {value!r}")
+
+
+def _check_positive_int(name, value, allow_none=False):
+    if allow_none and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        expected = "a positive integer or None" if allow_none else "a positive integer"
+        raise ValueError(f"{name} must be {expected}, received {value!r}")
+
+
+def ViT(
+    variant="B/16",
+    *,
+    image_size=224,
+    num_classes=1000,
+    pooling="token",
+    representation_size=None,
+    dropout=0.0,
+    attention_dropout=0.0,
+    drop_path_rate=0.0,
+    include_top=True,
+    weights=None,
+    name=None,
+    num_channels=3,
+    approximate_gelu=True,
+):
+    """Builds a Vision Transformer as a Functional `keras.Model`.
+
+    [An Image is Worth 16x16 Words](https://arxiv.org/abs/2010.11929)
+    (Dosovitskiy et al., 2021): patches -> linear embedding -> [class] token
+    -> position embeddings -> pre-LN Transformer encoder -> LayerNorm ->
+    pooled representation -> [pre-logits Dense + tanh] -> Dense(num_classes).
+
+    The model takes float images, channels last, scaled to [-1, 1]
+    (`x / 127.5 - 1`, the reference implementation's convention), and
+    returns logits.
+
+    Args:
+        variant: str. `"SIZE/PATCH"`: a size from `keras_vit.variants.SIZES`
+            (`mu`, `Ti`, `S`, `M`, `B`, `L`, `H`) and any patch size, e.g.
+            `"B/16"` or `"Ti/4"` for 32x32 images. Defaults to `"B/16"`.
+        image_size: int or (height, width). Both must be divisible by the
+            patch size. Defaults to 224.
+        num_classes: int. Outputs of the head. Defaults to 1000.
+        pooling: str. `"token"` (the [class] token) or `"gap"` (global
+            average pooling of the patch tokens, no class token). Defaults
+            to `"token"`.
+        representation_size: int or None. Width of the pre-logits
+            `Dense + tanh` layer of the paper's pre-training head; None for
+            the single linear layer used when fine-tuning. Defaults to None.
+        dropout: float. Dropout after the position embeddings and inside
+            each block. Defaults to 0.
+        attention_dropout: float. Dropout on attention weights. Defaults to 0.
+        drop_path_rate: float. Stochastic depth rate of the last block; block
+            i of `depth` uses `drop_path_rate * i / (depth - 1)`. Defaults to 0.
+        include_top: bool. With False, the model returns the pooled (B, D)
+            features after the final LayerNorm. Defaults to True.
+        weights: None or a path to a `.weights.h5` file or a `.keras` model
+            of the same architecture. Defaults to None (random init).
+        name: str or None. Model name. Defaults to e.g. `"vit_b16"`.
+        num_channels: int. Channels of the input images. Defaults to 3.
+        approximate_gelu: bool. Tanh approximation of GELU (as the
+            reference implementation and its released weights) or the exact
+            erf form. Defaults to True.
+
+    Returns:
+        A Functional `keras.Model` mapping (B, H, W, num_channels) images to
+        (B, num_classes) logits, or to (B, D) features with
+        `include_top=False`.
+
+    Example:
+
+    >>> model = ViT("mu/4", image_size=16, num_classes=10)
+    >>> tuple(model(np.zeros((2, 16, 16, 3))).shape)
+    (2, 10)
+    """
+    spec = variants.parse_variant(variant)
+    height, width = normalize_grid(image_size, name="image_size")
+    for axis, value in (("height", height), ("width", width)):
+        if value % spec.patch_size != 0:
+            raise ValueError(
+                f"image_size {image_size!r}: {axis} {value} is not divisible "
+                f"by patch_size {spec.patch_size} of variant {variant!r}"
+            )
+    check_pooling(pooling)
+    if include_top:
+        _check_positive_int("num_classes", num_classes)
+    _check_positive_int("representation_size", representation_size, allow_none=True)
+    _check_positive_int("num_channels", num_channels)
+    for arg, value in (
+        ("dropout", dropout),
+        ("attention_dropout", attention_dropout),
+        ("drop_path_rate", drop_path_rate),
+    ):
+        _check_rate(arg, value)
+    if spec.hidden_dim % spec.num_heads != 0:
+        raise ValueError(
+            f"Variant {variant!r}: width {spec.hidden_dim} is not divisible "
+            f"by num_heads {spec.num_heads}"
+        )
+
+    grid = (height // spec.patch_size, width // spec.patch_size)
+    num_prefix_tokens = 1 if pooling == "token" else 0
+
+    images = keras.Input(shape=(height, width, num_channels), name="images")
+    x = PatchEmbedding(spec.patch_size, spec.hidden_dim, name="patch_embedding")(
+        images
+    )
+    if num_prefix_tokens:
+        x = ClassToken(name="class_token")(x)
+    x = PositionEmbedding(
+        grid, num_prefix_tokens=num_prefix_tokens, name="position_embedding"
+    )(x)
+    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    for i in range(spec.depth):
+        rate = drop_path_rate * i / max(spec.depth - 1, 1)
+        x = TransformerBlock(
+            spec.num_heads,
+            spec.mlp_dim,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            drop_path_rate=rate,
+            approximate_gelu=approximate_gelu,
+            name=f"encoder_block_{i}",
+        )(x)
+    x = keras.layers.LayerNormalization(epsilon=1e-6, name="encoder_norm")(x)
+    x = TokenPooling(pooling, num_prefix_tokens=num_prefix_tokens, name="pooling")(x)
+    if include_top:
+        if representation_size is not None:
+            x = keras.layers.Dense(
+                representation_size, activation="tanh", name="pre_logits"
+            )(x)
+        policy = keras.config.dtype_policy()
+        # Logits in float32 under mixed precision, for a stable softmax/loss.
+        head_dtype = (
+            "float32" if policy.compute_dtype != policy.variable_dtype else None
+        )
+        x = keras.layers.Dense(
+            num_classes,
+            kernel_initializer="zeros",
+            name="head",
+            dtype=head_dtype,
+        )(x)
+    if name is None:
+        name = f"vit_{spec.size.lower()}{spec.patch_size}"
+    model = keras.Model(images, x, name=name)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def load_weights(model, path):
+    """Fills `model` from a `.weights.h5` file or a `.keras` model file.
+
+    Raises:
+        ValueError: if the file does not exist, has an unsupported suffix or
+            holds weights of other shapes.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"weights file {path!r} does not exist")
+    if path.endswith(".weights.h5"):
+        model.load_weights(path)
+        return
+    if path.endswith(".keras"):
+        source = keras.saving.load_model(path, compile=False)
+        expected = [tuple(w.shape) for w in model.weights]
+        found = [tuple(w.shape) for w in source.weights]
+        if expected != found:
+            raise ValueError(
+                f"{path!r} holds a model whose weights do not match "
+                f"{model.name}: {len(found)} weights {found[:4]}... found, "
+                f"{len(expected)} weights {expected[:4]}... expected"
+            )
+        model.set_weights(source.get_weights())
+        return
+    raise ValueError(
+        f"Unsupported weights file {path!r}: expected a '.weights.h5' or "
+        f"'.keras' path"
+    )
