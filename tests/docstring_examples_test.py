@@ -1,0 +1,32 @@
+"""Runs the `Example:` blocks of the public docstrings."""
+
+import doctest
+
+import numpy as np
+import pytest
+
+import keras_vit
+from keras_vit import interpolation, variants, vit
+from keras_vit.layers import (
+    class_token,
+    patch_embedding,
+    pooling,
+    position_embedding,
+    transformer_block,
+)
+
+MODULES = [variants, vit, interpolation, class_token, patch_embedding, pooling,
+           position_embedding, transformer_block]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_examples_run(module):
+    result = doctest.testmod(module, extraglobs={"np": np, "keras_vit": keras_vit},
+                             optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+
+
+def test_examples_exist():
+    finder = doctest.DocTestFinder()
+    examples = sum(len(t.examples) for m in MODULES for t in finder.find(m))
+    assert examples >= 8

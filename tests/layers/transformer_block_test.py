@@ -1,0 +1,110 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+from layer_testing import run_layer_test, to_numpy
+
+from keras_vit.layers import TransformerBlock
+
+
+def _layer_norm(x, scale, bias, eps=1e-6):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * scale + bias
+
+
+def _gelu(x, approximate):
+    if approximate:
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
+
+
+def _reference_block(block, x, approximate):
+    """Equations (2) and (3) of the paper, in NumPy float64."""
+    w = {v.path.split("/", 1)[1]: to_numpy(v).astype("float64") for v in block.weights}
+    heads, d = block.num_heads, x.shape[-1]
+    h = _layer_norm(x, w["attention_norm/gamma"], w["attention_norm/beta"])
+    qkv = h @ w["qkv/kernel"] + w["qkv/bias"]
+    q, k, v = (qkv[..., i * d:(i + 1) * d].reshape(x.shape[:2] + (heads, -1))
+               for i in range(3))
+    logits = np.einsum("bthd,bshd->bhts", q, k) / np.sqrt(d // heads)
+    attn = np.exp(logits - logits.max(-1, keepdims=True))
+    attn /= attn.sum(-1, keepdims=True)
+    out = np.einsum("bhts,bshd->bthd", attn, v).reshape(x.shape)
+    x = x + out @ w["attention_output/kernel"] + w["attention_output/bias"]
+    h = _layer_norm(x, w["mlp_norm/gamma"], w["mlp_norm/beta"])
+    h = _gelu(h @ w["mlp_dense_1/kernel"] + w["mlp_dense_1/bias"], approximate)
+    return x + h @ w["mlp_dense_2/kernel"] + w["mlp_dense_2/bias"], attn
+
+
+def test_standard_checks():
+    # 2 LayerNorms (2*2*32) + qkv (32*96+96) + out (32*32+32)
+    # + MLP (32*64+64 + 64*32+32) = 8,544 parameters in 12 weights.
+    run_layer_test(
+        TransformerBlock,
+        dict(num_heads=4, mlp_dim=64, dropout=0.1, attention_dropout=0.1,
+             drop_path_rate=0.2, layer_norm_epsilon=1e-5, approximate_gelu=False,
+             seed=3),
+        input_shape=(2, 17, 32),
+        expected_output_shape=(2, 17, 32),
+        expected_num_trainable_weights=12,
+        expected_num_params=8544,
+    )
+
+
+@pytest.mark.parametrize("approximate", [True, False])
+def test_matches_the_paper_equations(approximate):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 9, 16)).astype("float32")
+    block = TransformerBlock(num_heads=4, mlp_dim=24, approximate_gelu=approximate)
+    block.build(x.shape)
+    for v in block.weights:  # non-trivial LayerNorm and bias values
+        v.assign(rng.standard_normal(v.shape).astype("float32") * 0.3
+                 + (1.0 if v.path.endswith("gamma") else 0.0))
+    expected, expected_attn = _reference_block(block, x.astype("float64"), approximate)
+    np.testing.assert_allclose(to_numpy(block(x)), expected, rtol=1e-4, atol=1e-4)
+    out, attn = block(x, return_attention_weights=True)
+    assert tuple(attn.shape) == (2, 4, 9, 9)
+    np.testing.assert_allclose(to_numpy(attn), expected_attn, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(out), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_inference_is_deterministic_with_dropout_rates():
+    block = TransformerBlock(2, 16, dropout=0.5, attention_dropout=0.5,
+                             drop_path_rate=0.5)
+    x = np.random.default_rng(0).standard_normal((4, 5, 8)).astype("float32")
+    np.testing.assert_array_equal(to_numpy(block(x)), to_numpy(block(x, training=False)))
+
+
+def test_drop_path_drops_whole_examples_at_the_given_rate():
+    # With rate r, both residual branches of an example are dropped with
+    # probability r^2, leaving the example exactly unchanged.
+    block = TransformerBlock(2, 16, drop_path_rate=0.5, seed=0)
+    x = np.random.default_rng(0).standard_normal((4000, 3, 8)).astype("float32")
+    out = to_numpy(block(x, training=True))
+    unchanged = np.all(out == x, axis=(1, 2)).mean()
+    assert abs(unchanged - 0.25) < 0.03, unchanged
+
+
+def test_width_not_divisible_by_heads():
+    with pytest.raises(ValueError, match=r"width 30 of the tokens is not divisible by num_heads 4"):
+        TransformerBlock(num_heads=4, mlp_dim=8)(np.zeros((1, 3, 30), "float32"))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_heads=0, mlp_dim=8), "num_heads must be a positive integer, received 0"),
+    (dict(num_heads=2, mlp_dim=8, dropout=1.0), r"dropout must be in \[0, 1\), received 1.0"),
+    (dict(num_heads=2, mlp_dim=8, drop_path_rate=-0.1), r"drop_path_rate must be in \[0, 1\)"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TransformerBlock(**kwargs)
+
+
+def test_mixed_bfloat16_attention_weights_are_float32_and_normalized():
+    block = TransformerBlock(2, 16, dtype="mixed_bfloat16")
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype("float32")
+    out, attn = block(x, return_attention_weights=True)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    np.testing.assert_allclose(to_numpy(keras.ops.sum(attn, -1)), 1.0, rtol=1e-5)
