@@ -150,19 +150,18 @@ class TransformerBlock(keras.layers.Layer):
         self.attention_dropout_layer = keras.layers.Dropout(
             self.attention_dropout, **common
         )
-        token_shape = tuple(input_shape)
+        token_shape = (None, hidden_dim)
         self.attention_norm.build(token_shape)
         self.qkv.build(token_shape)
         self.attention_output.build(token_shape)
         self.mlp_norm.build(token_shape)
         self.mlp_dense_1.build(token_shape)
-        self.mlp_dense_2.build(token_shape[:-1] + (self.mlp_dim,))
+        self.mlp_dense_2.build((None, self.mlp_dim))
 
-    def _attention(self, x, training, return_weights):
-        qkv = self.qkv(x)
-        shape = ops.shape(qkv)
+    def _attention(self, x, batch, length, training, return_weights):
+        # x: (B * T, D) normed tokens.
         qkv = ops.reshape(
-            qkv, (shape[0], shape[1], 3, self.num_heads, self.head_dim)
+            self.qkv(x), (batch, length, 3, self.num_heads, self.head_dim)
         )
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         explicit = return_weights or (training and self.attention_dropout > 0)
@@ -177,31 +176,40 @@ class TransformerBlock(keras.layers.Layer):
             out = ops.einsum("bhts,bshd->bthd", dropped, value)
         else:
             out = ops.dot_product_attention(query, key, value)
-        out = ops.reshape(out, (shape[0], shape[1], self.hidden_dim))
+        out = ops.reshape(out, (-1, self.hidden_dim))
         return self.attention_output(out), weights
 
-    def _drop_path(self, branch, training):
+    def _drop_path(self, branch, batch, training):
+        # branch: (B * T, D); one keep/drop draw per example, shared by its
+        # T tokens.
         if not training or self.drop_path_rate == 0.0:
             return branch
         keep = 1.0 - self.drop_path_rate
-        noise = keras.random.uniform(
-            (ops.shape(branch)[0], 1, 1), seed=self.seed_generator
-        )
-        mask = ops.cast(noise < keep, branch.dtype)
-        return branch * mask / ops.cast(keep, branch.dtype)
+        noise = keras.random.uniform((batch, 1, 1), seed=self.seed_generator)
+        mask = ops.cast(noise < keep, branch.dtype) / ops.cast(keep, branch.dtype)
+        branch = ops.reshape(branch, (batch, -1, self.hidden_dim)) * mask
+        return ops.reshape(branch, (-1, self.hidden_dim))
 
     def call(self, inputs, training=None, return_attention_weights=False):
+        shape = ops.shape(inputs)
+        batch, length = shape[0], shape[1]
+        # The token-wise work (LayerNorms, projections, MLP) runs on a
+        # (B * T, D) matrix: one 2-D GEMM per projection is measurably faster
+        # on CPU than the batched 3-D matmul a Dense does on (B, T, D).
+        x = ops.reshape(inputs, (-1, self.hidden_dim))
         branch, weights = self._attention(
-            self.attention_norm(inputs), training, return_attention_weights
+            self.attention_norm(x), batch, length, training,
+            return_attention_weights,
         )
         branch = self.dropout_layer(branch, training=training)
-        x = inputs + self._drop_path(branch, training)
+        x = x + self._drop_path(branch, batch, training)
         branch = self.mlp_dense_1(self.mlp_norm(x))
         branch = ops.gelu(branch, approximate=self.approximate_gelu)
         branch = self.dropout_layer(branch, training=training)
         branch = self.mlp_dense_2(branch)
         branch = self.dropout_layer(branch, training=training)
-        x = x + self._drop_path(branch, training)
+        x = x + self._drop_path(branch, batch, training)
+        x = ops.reshape(x, (batch, length, self.hidden_dim))
         if return_attention_weights:
             return x, weights
         return x
