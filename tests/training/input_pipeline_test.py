@@ -1,0 +1,425 @@
+"""Tests of training/input_pipeline.py on real TFDS reads: digits (made in tmp), cifar10_jpeg."""
+
+import collections
+import doctest
+import os
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from training import input_pipeline
+from training.input_pipeline import AugmentConfig, load_datasets
+
+_REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+TFDS_DIR = pathlib.Path(
+    os.environ.get("KERAS_VIT_TFDS_DIR", _REPO_ROOT.parent / "shared" / "data" / "tfds")
+)
+needs_cifar10_jpeg = pytest.mark.skipif(
+    not (TFDS_DIR / "cifar10_jpeg").is_dir(),
+    reason=f"cifar10_jpeg not found in {TFDS_DIR} (set KERAS_VIT_TFDS_DIR)",
+)
+
+NO_AUGMENT = AugmentConfig.none()
+DIGITS_TEST_PER_CLASS = [36, 36, 35, 37, 36, 36, 36, 36, 35, 36]
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    tfds.builder("digits", data_dir=str(data_dir)).download_and_prepare()
+    return str(data_dir)
+
+
+def _first_batch(ds):
+    images, labels = next(iter(ds))
+    return images.numpy(), labels.numpy()
+
+
+def _eval_examples(ds):
+    """All (label, image bytes) of an eval dataset, as a multiset."""
+    examples = collections.Counter()
+    for images, labels in ds:
+        for image, label in zip(images.numpy(), labels.numpy()):
+            examples[(int(label.argmax()), image.tobytes())] += 1
+    return examples
+
+
+def test_digits_batches_and_info(digits_dir):
+    train, evaluation, info = load_datasets(
+        "digits", data_dir=digits_dir, image_size=16, global_batch_size=32, augment=NO_AUGMENT
+    )
+    assert info == input_pipeline.DatasetInfo(
+        name="digits",
+        num_classes=10,
+        num_train_examples=1438,
+        num_eval_examples=359,
+        image_shape=(16, 16, 1),
+        class_names=tuple(str(d) for d in range(10)),
+        train_split="train",
+        eval_split="test",
+    )
+    assert info.channels == 1
+    images, labels = _first_batch(train)
+    assert images.shape == (32, 16, 16, 1) and images.dtype == np.float32
+    assert labels.shape == (32, 10) and labels.dtype == np.float32
+    # One-hot: exactly one 1 per row.
+    np.testing.assert_array_equal(labels.sum(axis=1), np.ones(32))
+    np.testing.assert_array_equal(labels.max(axis=1), np.ones(32))
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    # Digits have black (0) backgrounds and saturated (255) strokes: both ends are reached.
+    assert images.min() == -1.0 and images.max() == pytest.approx(1.0, abs=1e-6)
+    eval_images, eval_labels = _first_batch(evaluation)
+    assert eval_images.shape == (32, 16, 16, 1) and eval_labels.shape == (32, 10)
+
+
+def test_image_size_as_height_width(digits_dir):
+    train, evaluation, info = load_datasets(
+        "digits", data_dir=digits_dir, image_size=(8, 12), global_batch_size=4
+    )
+    assert info.image_shape == (8, 12, 1)
+    assert _first_batch(train)[0].shape == (4, 8, 12, 1)
+    assert _first_batch(evaluation)[0].shape == (4, 8, 12, 1)
+
+
+def test_docstring_examples(digits_dir):
+    result = doctest.testmod(input_pipeline, extraglobs={"data_dir": digits_dir})
+    assert result.attempted >= 5 and result.failed == 0
+
+
+def test_grayscale_to_rgb(digits_dir):
+    channels = 3
+    train, evaluation, info = load_datasets(
+        "digits", data_dir=digits_dir, image_size=8, global_batch_size=16, channels=channels,
+        augment=AugmentConfig(inception_crop=False, rand_augment=True),
+    )
+    assert info.image_shape == (8, 8, channels) and info.channels == channels
+    images, _ = _first_batch(train)
+    assert images.shape == (16, 8, 8, channels)
+    eval_images, _ = _first_batch(evaluation)
+    assert eval_images.shape == (16, 8, 8, channels)
+    # Grayscale replicated: the three channels are equal.
+    np.testing.assert_array_equal(eval_images[..., 0], eval_images[..., 2])
+
+
+def test_normalize_and_preprocess_for_eval():
+    np.testing.assert_allclose(
+        input_pipeline.normalize(tf.constant([0, 51, 255], tf.uint8)).numpy(),
+        [-1.0, 51 / 127.5 - 1.0, 1.0],
+        rtol=0,
+        atol=1e-7,
+    )
+    image = tf.fill((6, 6, 3), tf.constant(255, tf.uint8))
+    out = input_pipeline.preprocess_for_eval(image, 12)
+    assert out.shape == (12, 12, 3) and out.dtype == tf.float32
+    np.testing.assert_allclose(out.numpy(), 1.0)
+    batch = tf.zeros((2, 5, 7, 1), tf.uint8)
+    out = input_pipeline.preprocess_for_eval(batch, (4, 3))
+    assert out.shape == (2, 4, 3, 1)
+    np.testing.assert_allclose(out.numpy(), -1.0)
+
+
+def test_eval_keeps_every_example_in_order(digits_dir):
+    _, evaluation, _ = load_datasets(
+        "digits", data_dir=digits_dir, image_size=8, global_batch_size=64
+    )
+    sizes = [int(images.shape[0]) for images, _ in evaluation]
+    # 359 = 5 * 64 + 39: the last, partial batch is kept.
+    assert sizes == [64] * 5 + [39]
+    # At native size eval images are exactly the stored pixels, normalized: compare with TFDS.
+    expected = tfds.load("digits", split="test", data_dir=digits_dir)
+    expected = collections.Counter(
+        (int(ex["label"]), (ex["image"].astype(np.float32) / 127.5 - 1.0).tobytes())
+        for ex in tfds.as_numpy(expected)
+    )
+    examples = _eval_examples(evaluation)
+    assert examples == expected
+    counts = np.zeros(10, int)
+    for (label, _), count in examples.items():
+        counts[label] += count
+    np.testing.assert_array_equal(counts, DIGITS_TEST_PER_CLASS)
+    # Not repeated: a second pass sees the same 359 examples again, no more.
+    assert sum(int(images.shape[0]) for images, _ in evaluation) == 359
+
+
+def test_per_worker_sharding(digits_dir):
+    full = load_datasets("digits", data_dir=digits_dir, image_size=8, global_batch_size=8)[1]
+    shards = []
+    for worker in (0, 1):
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=2
+        )
+        train, evaluation, info = load_datasets(
+            "digits",
+            data_dir=digits_dir,
+            image_size=8,
+            global_batch_size=8,
+            input_context=context,
+        )
+        # Global 8 over 2 replicas: each pipeline yields per-replica batches of 4.
+        images, labels = _first_batch(train)
+        assert images.shape == (4, 8, 8, 1) and labels.shape == (4, 10)
+        assert info.num_eval_examples == 359  # info counts the whole split
+        shards.append(_eval_examples(evaluation))
+    assert sum(shards[0].values()) == 180 and sum(shards[1].values()) == 179
+    # Together the two workers see every eval example exactly once.
+    assert shards[0] + shards[1] == _eval_examples(full)
+
+
+def test_batch_not_divisible_by_replicas(digits_dir):
+    context = tf.distribute.InputContext(
+        num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=3
+    )
+    with pytest.raises(
+        ValueError, match="global_batch_size 8 is not divisible by the number of replicas 3"
+    ):
+        load_datasets(
+            "digits", data_dir=digits_dir, image_size=8, global_batch_size=8, input_context=context
+        )
+
+
+def test_crop_and_flip_are_reproducible_and_change_images(digits_dir):
+    def first(augment, seed=0):
+        train, _, _ = load_datasets(
+            "digits", data_dir=digits_dir, image_size=8, global_batch_size=64, seed=seed,
+            augment=augment,
+        )
+        return _first_batch(train)
+
+    plain_images, plain_labels = first(NO_AUGMENT)
+    crop_flip = AugmentConfig(inception_crop=True, flip=True, crop_area_range=(0.3, 1.0))
+    images_a, labels_a = first(crop_flip)
+    images_b, labels_b = first(crop_flip)
+    # Same seed, same batch: the crop and flip draws are stateless per example.
+    np.testing.assert_array_equal(images_a, images_b)
+    # Shuffling does not depend on the augmentation: same examples, augmented.
+    np.testing.assert_array_equal(labels_a, plain_labels)
+    assert images_a.shape == plain_images.shape == (64, 8, 8, 1)
+    changed = np.abs(images_a - plain_images).reshape(64, -1).max(axis=1) > 1e-3
+    assert changed.sum() >= 48, f"only {changed.sum()} of 64 images changed"
+    # A different seed, a different order.
+    assert not np.array_equal(first(NO_AUGMENT, seed=1)[1], plain_labels)
+
+
+def test_rand_augment_changes_grayscale_images_keeps_shape(digits_dir):
+    image_size = 16
+    plain = load_datasets(
+        "digits", data_dir=digits_dir, image_size=image_size, global_batch_size=32,
+        augment=NO_AUGMENT,
+    )[0]
+    augmented = load_datasets(
+        "digits", data_dir=digits_dir, image_size=image_size, global_batch_size=32,
+        augment=AugmentConfig(inception_crop=False, flip=False, rand_augment=True,
+                              rand_augment_magnitude=0.8),
+    )[0]
+    plain_images, plain_labels = _first_batch(plain)
+    images, labels = _first_batch(augmented)
+    # RandAugment needs RGB; a grayscale dataset keeps its one channel through it.
+    assert images.shape == (32, image_size, image_size, 1)
+    assert images.dtype == np.float32
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    np.testing.assert_array_equal(labels, plain_labels)
+    changed = np.abs(images - plain_images).reshape(32, -1).max(axis=1) > 1e-3
+    assert changed.sum() >= 16, f"only {changed.sum()} of 32 images changed"
+
+
+@pytest.mark.parametrize(
+    "augment",
+    [
+        AugmentConfig(inception_crop=False, flip=False, mixup_alpha=0.8),
+        AugmentConfig(inception_crop=False, flip=False, cutmix_alpha=1.0),
+        AugmentConfig(inception_crop=False, flip=False, mixup_alpha=0.8, cutmix_alpha=1.0),
+    ],
+    ids=["mixup", "cutmix", "mixup_or_cutmix"],
+)
+def test_mixing_gives_soft_labels_summing_to_one(digits_dir, augment):
+    train, _, _ = load_datasets(
+        "digits", data_dir=digits_dir, image_size=16, global_batch_size=64, augment=augment
+    )
+    batches = list(train.take(3))
+    for images, labels in batches:
+        labels = labels.numpy()
+        assert images.shape == (64, 16, 16, 1) and labels.shape == (64, 10)
+        np.testing.assert_allclose(labels.sum(axis=1), 1.0, atol=1e-5)
+        assert labels.min() >= 0.0
+    # Soft: some rows are a blend of two classes (not all one-hot).
+    soft_rows = sum(int((labels.numpy().max(axis=1) < 0.999).sum()) for _, labels in batches)
+    assert soft_rows > 0
+
+
+def test_augmentation_runs_in_float32_under_mixed_precision(digits_dir):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        train, _, _ = load_datasets(
+            "digits", data_dir=digits_dir, image_size=8, global_batch_size=16,
+            augment=AugmentConfig(rand_augment=True, mixup_alpha=0.2, cutmix_alpha=1.0),
+        )
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"  # restored
+        images, labels = _first_batch(train)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert images.dtype == np.float32 and labels.dtype == np.float32
+
+
+@needs_cifar10_jpeg
+def test_cifar10_jpeg_offline():
+    train, evaluation, info = load_datasets(
+        "cifar10_jpeg", data_dir=str(TFDS_DIR), image_size=24, global_batch_size=16,
+        shuffle_buffer=64, cache=False,
+        augment=AugmentConfig(rand_augment=True, mixup_alpha=0.2),
+    )
+    assert (info.name, info.num_classes, info.num_train_examples, info.num_eval_examples) == (
+        "cifar10_jpeg", 10, 50_000, 10_000,
+    )
+    assert info.image_shape == (24, 24, 3) and info.channels == 3
+    assert info.class_names[:3] == ("airplane", "automobile", "bird")
+    images, labels = _first_batch(train)
+    assert images.shape == (16, 24, 24, 3) and labels.shape == (16, 10)
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    np.testing.assert_allclose(labels.sum(axis=1), 1.0, atol=1e-5)
+    eval_images, eval_labels = _first_batch(evaluation)
+    assert eval_images.shape == (16, 24, 24, 3)
+    np.testing.assert_array_equal(eval_labels.sum(axis=1), np.ones(16))
+    # RGB to luma on request.
+    _, gray_eval, gray_info = load_datasets(
+        "cifar10_jpeg", data_dir=str(TFDS_DIR), image_size=24, global_batch_size=16,
+        cache=False, channels=1,
+    )
+    assert gray_info.channels == 1
+    gray_images, gray_labels = _first_batch(gray_eval)
+    assert gray_images.shape == (16, 24, 24, 1)
+    np.testing.assert_array_equal(gray_labels, eval_labels)
+
+
+# --- Errors -------------------------------------------------------------------------------------
+
+
+def test_unknown_dataset_lists_close_names(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown dataset 'cifar11'.*close names: .*cifar10"):
+        load_datasets("cifar11", data_dir=str(tmp_path), image_size=32, global_batch_size=8)
+
+
+def test_dataset_without_image_and_label(tmp_path):
+    # imdb_reviews is registered: its features are known without any data.
+    with pytest.raises(
+        ValueError, match=r"'imdb_reviews' has features \['label', 'text'\].*'image' and a 'label'"
+    ):
+        load_datasets("imdb_reviews", data_dir=str(tmp_path), image_size=32, global_batch_size=8)
+
+
+def test_dataset_not_prepared_is_not_downloaded(tmp_path):
+    with pytest.raises(ValueError, match=r"dataset 'cifar10' is not prepared.*never downloads"):
+        load_datasets("cifar10", data_dir=str(tmp_path), image_size=32, global_batch_size=8)
+    assert not (tmp_path / "downloads").exists()
+
+
+def test_missing_data_dir(tmp_path):
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"data_dir '.*nowhere' does not exist"):
+        load_datasets("digits", data_dir=missing, image_size=8, global_batch_size=8)
+
+
+def test_unreadable_data_dir(tmp_path, monkeypatch):
+    # Faked through os.access: these tests may run as root, who can read a chmod 000 directory.
+    real_access = os.access
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode: False if str(path) == str(tmp_path) else real_access(path, mode),
+    )
+    with pytest.raises(ValueError, match=r"data_dir '.*' is not readable"):
+        load_datasets("digits", data_dir=str(tmp_path), image_size=8, global_batch_size=8)
+
+
+def test_unknown_split(digits_dir):
+    with pytest.raises(
+        ValueError, match=r"eval_split 'validation' is not a split.*\['test', 'train'\]"
+    ):
+        load_datasets(
+            "digits", data_dir=digits_dir, image_size=8, global_batch_size=8,
+            eval_split="validation",
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"image_size": 0}, "image_size 0 must be positive"),
+        ({"image_size": (8, 8, 1)}, r"image_size \(8, 8, 1\) is not an int or a \(height, width\)"),
+        ({"global_batch_size": 0}, "global_batch_size 0 must be a positive int"),
+        ({"channels": 4}, "channels 4 is not supported; expected None, 1 or 3"),
+    ],
+)
+def test_invalid_sizes(digits_dir, kwargs, match):
+    arguments = {"image_size": 8, "global_batch_size": 8, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        load_datasets("digits", data_dir=digits_dir, **arguments)
+
+
+def test_invalid_augment_config():
+    with pytest.raises(ValueError, match=r"crop_area_range \(0.0, 1.0\) is not a range"):
+        AugmentConfig(crop_area_range=(0.0, 1.0))
+    with pytest.raises(ValueError, match="mixup_alpha -1 must be >= 0"):
+        AugmentConfig(mixup_alpha=-1)
+
+
+class CorruptImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Six 4x4 JPEGs; train example "bad" holds bytes that are not a JPEG."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(4, 4, 3), encoding_format="jpeg"),
+                    "label": tfds.features.ClassLabel(num_classes=2),
+                }
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(True), "test": self._generate_examples(False)}
+
+    def _generate_examples(self, with_bad_image):
+        good = tf.io.encode_jpeg(tf.fill((4, 4, 3), tf.constant(200, tf.uint8))).numpy()
+        for index in range(3):
+            yield f"good{index}", {"image": good, "label": index % 2}
+        if with_bad_image:
+            # A JPEG cut short: the header is valid, the data is not.
+            yield "bad", {"image": good[: len(good) // 2], "label": 0}
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_corrupt_image_names_dataset_and_split(tmp_path, cache):
+    CorruptImages(data_dir=str(tmp_path)).download_and_prepare()
+    # Loaded by name from data_dir, as a read-only TFDS dataset (the class is not registered).
+    train, evaluation, info = load_datasets(
+        "corrupt_images", data_dir=str(tmp_path), image_size=4, global_batch_size=2,
+        augment=NO_AUGMENT, cache=cache,
+    )
+    assert (info.num_train_examples, info.num_eval_examples) == (4, 3)
+    assert sum(int(images.shape[0]) for images, _ in evaluation) == 3  # the test split is fine
+    with pytest.raises(
+        ValueError,
+        match=r"Could not decode an image of dataset 'corrupt_images', split 'train' .*"
+        r"corrupt_images.1\.0\.0.*prepare the dataset again",
+    ) as raised:
+        with input_pipeline.explain_data_errors():
+            for _ in train.take(4):
+                pass
+    assert isinstance(raised.value.__cause__, tf.errors.InvalidArgumentError)
+
+
+def test_describe_data_error_ignores_other_errors():
+    assert input_pipeline.describe_data_error(RuntimeError("x")) is None
+    assert input_pipeline.describe_data_error(
+        tf.errors.InvalidArgumentError(None, None, "shape mismatch in node foo/bar")
+    ) is None
+    with pytest.raises(tf.errors.InvalidArgumentError, match="unrelated"):
+        with input_pipeline.explain_data_errors():
+            raise tf.errors.InvalidArgumentError(None, None, "unrelated")
