@@ -159,7 +159,8 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_dense_2.build((None, self.mlp_dim))
 
     def _attention(self, x, batch, length, training, return_weights):
-        # x: (B * T, D) normed tokens.
+        # x: (B * T, D) normed tokens. q, k and v are split with unstack,
+        # whose gradient is one stack, not three zero-padded slice gradients.
         qkv = ops.reshape(
             self.qkv(x), (batch, length, 3, self.num_heads, self.head_dim)
         )
@@ -167,9 +168,8 @@ class TransformerBlock(keras.layers.Layer):
         if not explicit and keras.backend.backend() != "tensorflow":
             # JAX and PyTorch dispatch this to fused (cuDNN / flash / SDPA)
             # kernels where they have them.
-            out = ops.dot_product_attention(
-                qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-            )
+            query, key, value = ops.unstack(qkv, 3, axis=2)
+            out = ops.dot_product_attention(query, key, value)
             weights = None
         else:
             # TensorFlow has no fused attention kernel, and its generic path
@@ -179,7 +179,7 @@ class TransformerBlock(keras.layers.Layer):
             # attention on a 2-core CPU. The scale goes on the queries,
             # the smaller tensor.
             qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
-            query, key, value = qkv[0], qkv[1], qkv[2]
+            query, key, value = ops.unstack(qkv, 3, axis=0)
             query = query * ops.cast(self.head_dim**-0.5, query.dtype)
             logits = ops.einsum("bhtd,bhsd->bhts", query, key)
             # Softmax in float32 whatever the compute dtype.
