@@ -604,7 +604,10 @@ def _inception_crop(image, seed, area_range):
         max_attempts=10,
         use_image_if_no_bounding_boxes=True,
     )
-    return tf.slice(image, begin, size)
+    crop = tf.slice(image, begin, size)
+    # tf.slice with a dynamic size loses the static channel count, which the model needs.
+    crop.set_shape([None, None, image.shape[-1]])
+    return crop
 
 
 @contextlib.contextmanager

@@ -1,0 +1,127 @@
+"""Every command-line flag of the binaries, defined in this one module.
+
+`python -m training.train` calls `define_training_flags()`, `python -m training.export` calls
+`define_export_flags()`, each before `app.run`; library code never reads flags. Training flags
+mirror the fields of `training.config.Config` one to one, and take their defaults from it, so
+`python -m training.train --workdir=DIR` and `train_and_evaluate(Config(), DIR)` are the same run.
+"""
+
+from absl import flags
+
+from training import distribute, optim
+from training.config import MIXED_PRECISION, POOLINGS, Config
+
+FLAGS = flags.FLAGS
+
+_D = Config()
+
+# (name, kind, help) in the order of Config; the default is Config's.
+_TRAINING_FLAGS = (
+    # Data.
+    ("dataset", "string", "TFDS image-classification dataset (features 'image' and 'label'); "
+     "'digits' ships with the project and needs no download."),
+    ("data_dir", "string", "TFDS data directory; unset: TFDS's default (~/tensorflow_datasets)."),
+    ("train_split", "string", "TFDS split to train on, e.g. 'train' or 'train[:90%]'."),
+    ("eval_split", "string", "TFDS split to evaluate on; unset: 'test', else 'validation'."),
+    ("shuffle_buffer", "integer", "Examples in the training shuffle buffer."),
+    # Model.
+    ("variant", "string", "keras_vit variant SIZE/PATCH, SIZE in mu, Ti, S, M, B, L, H."),
+    ("image_size", "integer", "Side of the square images the model sees (inputs are resized)."),
+    ("pooling", "enum", "'token': the [class] token; 'gap': mean of the patch tokens."),
+    ("representation_size", "integer", "Width of the pre-logits Dense+tanh layer; 0: none."),
+    ("dropout", "float", "Dropout rate in the encoder."),
+    ("attention_dropout", "float", "Dropout rate on the attention weights."),
+    ("drop_path_rate", "float", "Stochastic depth rate of the last block."),
+    ("weights", "string", "Initial weights: a .weights.h5 or .keras file of the same "
+     "architecture (fine-tuning); unset: random initialization."),
+    # Optimization.
+    ("global_batch_size", "integer", "Examples per step, summed over all replicas."),
+    ("epochs", "integer", "Passes over the training split; ignored when --train_steps > 0."),
+    ("train_steps", "integer", "Optimizer steps of the run; 0: derived from --epochs."),
+    ("optimizer", "enum", "'adamw', 'adam' or 'sgd' (momentum 0.9, the paper's fine-tuning)."),
+    ("learning_rate", "float", "Peak learning rate, reached at the end of the warmup."),
+    ("weight_decay", "float", "Decoupled weight decay (not applied to biases, norms, "
+     "embeddings)."),
+    ("warmup_steps", "integer", "Steps of linear warmup from 0."),
+    ("schedule", "enum", "Decay after the warmup: 'cosine' or 'linear' to 0, or 'constant'."),
+    ("grad_clip_norm", "float", "Clip gradients at this global norm (the paper's 1.0); 0: off."),
+    ("label_smoothing", "float", "Label smoothing of the training loss."),
+    # Augmentation.
+    ("random_crop", "bool", "Inception-style random crop (area in [--min_crop_area, 1], aspect "
+     "3/4..4/3), resized back to --image_size; off: resize only."),
+    ("min_crop_area", "float", "Smallest fraction of the image area a random crop keeps."),
+    ("flip", "bool", "Random horizontal flip (leave off for digits and text)."),
+    ("randaugment", "bool", "keras-cv RandAugment, 2 operations per image."),
+    ("randaugment_magnitude", "float", "RandAugment magnitude in [0, 1] (keras-cv's scale)."),
+    ("mixup", "float", "MixUp Beta(alpha, alpha) parameter; 0: off."),
+    ("cutmix", "float", "CutMix Beta(alpha, alpha) parameter; 0: off. With --mixup, each batch "
+     "gets one of the two."),
+    # Performance and distribution.
+    ("mixed_precision", "enum", "'off', 'bfloat16' (CPU, TPU, recent GPUs) or 'float16' (GPUs, "
+     "with dynamic loss scaling)."),
+    ("jit_compile", "bool", "Compile the training and evaluation steps with XLA."),
+    ("strategy", "enum", "tf.distribute strategy: 'default', 'one_device', 'mirrored' (all local "
+     "GPUs, else all logical CPUs), 'multi_worker' (TF_CONFIG), 'tpu'."),
+    ("tpu", "string", "For --strategy=tpu: TPU name, grpc:// address or 'local' (TPU VM); "
+     "unset: $TPU_NAME."),
+    # Bookkeeping.
+    ("seed", "integer", "Seed of initialization, data order and augmentation."),
+    ("checkpoint_every_steps", "integer", "Save a checkpoint every this many steps, and at each "
+     "epoch end; 0: epoch ends only."),
+    ("keep_checkpoints", "integer", "Checkpoints kept in WORKDIR/checkpoints."),
+    ("log_every_steps", "integer", "Write TensorBoard scalars every this many steps."),
+    ("eval_every_epochs", "integer", "Also evaluate every this many epochs; 0: at the end only."),
+    ("export", "bool", "Write WORKDIR/saved_model, a SavedModel taking uint8 images."),
+    ("progress", "bool", "Show a progress bar while training."),
+)
+
+_ENUMS = {
+    "pooling": POOLINGS,
+    "optimizer": optim.OPTIMIZERS,
+    "schedule": optim.SCHEDULES,
+    "mixed_precision": MIXED_PRECISION,
+    "strategy": distribute.STRATEGIES,
+}
+
+_DEFINE = {
+    "string": flags.DEFINE_string,
+    "integer": flags.DEFINE_integer,
+    "float": flags.DEFINE_float,
+    "bool": flags.DEFINE_bool,
+}
+
+
+def define_training_flags():
+    """Defines `--workdir` and one flag per `Config` field (idempotent)."""
+    if "workdir" in FLAGS:
+        return
+    flags.DEFINE_string(
+        "workdir", None,
+        "Directory of the run: checkpoints, TensorBoard logs, model.keras, metrics.json, "
+        "saved_model. Re-running the same command resumes from its last checkpoint.",
+    )
+    flags.mark_flag_as_required("workdir")
+    for name, kind, help_text in _TRAINING_FLAGS:
+        default = getattr(_D, name)
+        if kind == "enum":
+            flags.DEFINE_enum(name, default, _ENUMS[name], help_text)
+        else:
+            _DEFINE[kind](name, default, help_text)
+
+
+def config_from_flags():
+    """Returns the `Config` the parsed training flags describe, validated."""
+    values = {name: FLAGS[name].value for name, _, _ in _TRAINING_FLAGS}
+    for name in ("data_dir", "eval_split", "weights"):
+        # absl gives "" for `--data_dir=`: both mean "unset".
+        values[name] = values[name] or None
+    return Config(**values).validate()
+
+
+def define_export_flags():
+    """Defines the flags of `python -m training.export` (idempotent)."""
+    if "output_dir" in FLAGS:
+        return
+    flags.DEFINE_string("model", None, "A .keras model, e.g. WORKDIR/model.keras.")
+    flags.DEFINE_string("output_dir", None, "Directory to write the SavedModel into.")
+    flags.mark_flags_as_required(["model", "output_dir"])
