@@ -14,19 +14,7 @@ from keras_vit.layers import (
 )
 from keras_vit.layers.pooling import check_pooling
 from keras_vit.layers.position_embedding import normalize_grid
-
-
-def _check_rate(name, value):
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), received {value!r}")
-
-
-def _check_positive_int(name, value, allow_none=False):
-    if allow_none and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        expected = "a positive integer or None" if allow_none else "a positive integer"
-        raise ValueError(f"{name} must be {expected}, received {value!r}")
+from keras_vit.validation import check_positive_int, check_rate
 
 
 def ViT(
@@ -105,15 +93,15 @@ def ViT(
             )
     check_pooling(pooling)
     if include_top:
-        _check_positive_int("num_classes", num_classes)
-    _check_positive_int("representation_size", representation_size, allow_none=True)
-    _check_positive_int("num_channels", num_channels)
+        check_positive_int("num_classes", num_classes)
+    check_positive_int("representation_size", representation_size, allow_none=True)
+    check_positive_int("num_channels", num_channels)
     for arg, value in (
         ("dropout", dropout),
         ("attention_dropout", attention_dropout),
         ("drop_path_rate", drop_path_rate),
     ):
-        _check_rate(arg, value)
+        check_rate(arg, value)
     if spec.hidden_dim % spec.num_heads != 0:
         raise ValueError(
             f"Variant {variant!r}: width {spec.hidden_dim} is not divisible "

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_vit.validation import check_positive_int
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class PatchEmbedding(keras.layers.Layer):
@@ -47,14 +49,8 @@ class PatchEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(patch_size, int) or patch_size <= 0:
-            raise ValueError(
-                f"patch_size must be a positive integer, received {patch_size!r}"
-            )
-        if not isinstance(hidden_dim, int) or hidden_dim <= 0:
-            raise ValueError(
-                f"hidden_dim must be a positive integer, received {hidden_dim!r}"
-            )
+        check_positive_int("patch_size", patch_size)
+        check_positive_int("hidden_dim", hidden_dim)
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_vit.validation import check_positive_int, check_rate
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class TransformerBlock(keras.layers.Layer):
@@ -71,18 +73,11 @@ class TransformerBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for arg, value in (("num_heads", num_heads), ("mlp_dim", mlp_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(
-                    f"{arg} must be a positive integer, received {value!r}"
-                )
-        for arg, value in (
-            ("dropout", dropout),
-            ("attention_dropout", attention_dropout),
-            ("drop_path_rate", drop_path_rate),
-        ):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{arg} must be in [0, 1), received {value!r}")
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("mlp_dim", mlp_dim)
+        check_rate("dropout", dropout)
+        check_rate("attention_dropout", attention_dropout)
+        check_rate("drop_path_rate", drop_path_rate)
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
         self.dropout = dropout

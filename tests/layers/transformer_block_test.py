@@ -94,8 +94,8 @@ def test_width_not_divisible_by_heads():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_heads=0, mlp_dim=8), "num_heads must be a positive integer, received 0"),
-    (dict(num_heads=2, mlp_dim=8, dropout=1.0), r"dropout must be in \[0, 1\), received 1.0"),
-    (dict(num_heads=2, mlp_dim=8, drop_path_rate=-0.1), r"drop_path_rate must be in \[0, 1\)"),
+    (dict(num_heads=2, mlp_dim=8, dropout=1.0), r"dropout must be a number in \[0, 1\), received 1.0"),
+    (dict(num_heads=2, mlp_dim=8, drop_path_rate=-0.1), r"drop_path_rate must be a number in \[0, 1\), received -0.1"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
