@@ -15,10 +15,10 @@ import dataclasses
 import json
 import math
 
+from keras_vit.layers.pooling import POOLINGS  # noqa: F401  (the model's own list; flags use it)
 from training import distribute, optim
 
 MIXED_PRECISION = ("off", "bfloat16", "float16")
-POOLINGS = ("token", "gap")
 
 
 @dataclasses.dataclass
