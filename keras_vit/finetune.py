@@ -9,11 +9,14 @@ location in the image.
 
 import math
 
+import keras
 import numpy as np
 from keras import ops
 
 from keras_vit import interpolation as interp
-from keras_vit.layers.position_embedding import normalize_grid
+from keras_vit.layers.position_embedding import PositionEmbedding, normalize_grid
+from keras_vit.layers.transformer_block import TransformerBlock
+from keras_vit.validation import check_positive_int
 
 
 def resize_position_embeddings(
@@ -137,3 +140,187 @@ def grid_of_length(length, num_prefix_tokens, grid=None):
             f"num_prefix_tokens (1 with a [class] token, 0 without)"
         )
     return (side, side)
+
+
+POSITION_EMBEDDING_MODES = ("interpolate", "reinitialize")
+
+
+def adapt(
+    model,
+    *,
+    image_size=None,
+    num_classes=None,
+    method=None,
+    antialias=None,
+    position_embeddings="interpolate",
+):
+    """A copy of a ViT for another resolution and/or another set of classes.
+
+    The paper's fine-tuning recipe (Section 3.2) as one call. The returned
+    model has the same layers as `model`, rebuilt for `image_size`; its
+    position embeddings are `model`'s resized to the new patch grid with
+    `resize_position_embeddings`. With `num_classes`, the prediction head is
+    replaced: the pre-logits layer (if any) is dropped and a new
+    `Dense(num_classes)` head with zero kernel and zero bias is attached to
+    the pooled features (to them directly when `model` has no head). Every
+    other weight is copied exactly. `model` itself is not changed.
+
+    Works on any model built by `keras_vit.ViT`, hybrids included: the patch
+    grid is derived from the model's own input size and the grid of its
+    `PositionEmbedding` (the patch size, or the feature-map stride of a
+    hybrid).
+
+    Args:
+        model: a Functional model built by `keras_vit.ViT` (or loaded from
+            one's `.keras` file).
+        image_size: None, int or (height, width). The new input size; None
+            keeps the model's. Must be a multiple of the patch stride.
+        num_classes: None or int >= 1. Classes of the new zero-initialized
+            head; None keeps the head (and pre-logits) as they are.
+        method: None, `"bicubic"` or `"bilinear"`. Interpolation of the
+            position embeddings; None uses the one the model's
+            `PositionEmbedding` layer uses for dynamic resizing (so the
+            adapted model computes what the original computes on the new
+            grid). Defaults to None.
+        antialias: None or bool. None uses the `PositionEmbedding` layer's.
+        position_embeddings: `"interpolate"` (the paper's recipe) or
+            `"reinitialize"` (fresh embeddings from the layer's initializer,
+            an ablation baseline). Defaults to `"interpolate"`.
+
+    Returns:
+        A new Functional `keras.Model` with the same name.
+
+    Raises:
+        ValueError: if `model` is not a keras_vit ViT, if `image_size` does
+            not divide into the patch grid, if `num_classes` is not a
+            positive integer, or if an argument is malformed.
+
+    Example:
+
+    >>> model = keras_vit.ViT("mu/4", image_size=16, num_classes=10,
+    ...                       representation_size=8)
+    >>> tuned = adapt(model, image_size=24, num_classes=3)
+    >>> tuned.input_shape, tuned.output_shape
+    ((None, 24, 24, 3), (None, 3))
+    >>> "pre_logits" in [layer.name for layer in tuned.layers]
+    False
+    >>> float(np.abs(tuned.get_layer("head").kernel).max())
+    0.0
+    """
+    layers = _vit_layers(model)
+    posemb_layer = next(l for l in layers if isinstance(l, PositionEmbedding))
+    old_height, old_width, channels = model.input_shape[1:]
+    old_grid = posemb_layer.grid_size
+    stride = (old_height // old_grid[0], old_width // old_grid[1])
+
+    if image_size is None:
+        height, width = old_height, old_width
+    else:
+        height, width = normalize_grid(image_size, name="image_size")
+    for axis, value, step in (("height", height, stride[0]), ("width", width, stride[1])):
+        if value % step != 0:
+            raise ValueError(
+                f"image_size {image_size!r}: {axis} {value} is not a multiple of "
+                f"{step}, the patch stride of {model.name!r} (its "
+                f"{old_height}x{old_width} input makes a {old_grid[0]}x"
+                f"{old_grid[1]} patch grid)"
+            )
+    new_grid = (height // stride[0], width // stride[1])
+    if num_classes is not None:
+        check_positive_int("num_classes", num_classes)
+    if position_embeddings not in POSITION_EMBEDDING_MODES:
+        raise ValueError(
+            f"position_embeddings must be one of {POSITION_EMBEDDING_MODES}, "
+            f"received {position_embeddings!r}"
+        )
+    method = posemb_layer.interpolation if method is None else method
+    interp.check_method(method)
+    antialias = posemb_layer.antialias if antialias is None else bool(antialias)
+
+    inputs = keras.Input(shape=(height, width, channels), name=layers[0].name)
+    x = inputs
+    copies = []  # (new layer, old layer or None)
+    for layer in layers[1:]:
+        config = layer.get_config()
+        if num_classes is not None and layer.name in ("pre_logits", "head"):
+            continue
+        if layer is posemb_layer:
+            config["grid_size"] = list(new_grid)
+        new_layer = layer.__class__.from_config(config)
+        x = new_layer(x)
+        copies.append((new_layer, layer))
+    if num_classes is not None:
+        old_head = _find(layers, "head")
+        dtype = old_head.dtype_policy if old_head is not None else _head_dtype()
+        head = keras.layers.Dense(
+            num_classes, kernel_initializer="zeros", name="head", dtype=dtype
+        )
+        x = head(x)
+        copies.append((head, None))
+    adapted = keras.Model(inputs, x, name=model.name)
+
+    for new_layer, old_layer in copies:
+        if old_layer is None:
+            new_layer.set_weights([np.zeros(w.shape, w.dtype) for w in new_layer.weights])
+        elif old_layer is posemb_layer:
+            if position_embeddings == "interpolate":
+                resized = resize_position_embeddings(
+                    posemb_layer.embeddings,
+                    new_grid,
+                    num_prefix_tokens=posemb_layer.num_prefix_tokens,
+                    old_grid=old_grid,
+                    method=method,
+                    antialias=antialias,
+                )
+                new_layer.embeddings.assign(resized)
+            # "reinitialize": the new layer keeps its freshly initialized weights.
+        else:
+            new_layer.set_weights(old_layer.get_weights())
+    return adapted
+
+
+def _vit_layers(model):
+    """`model`'s layers in order, checked to be a chain built by `keras_vit.ViT`."""
+    if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
+        raise ValueError(
+            f"Expected a keras_vit ViT (a Functional keras.Model), received "
+            f"{type(model).__name__}"
+        )
+    layers = list(model.layers)
+    kinds = [type(layer).__name__ for layer in layers[:6]]
+    if (
+        not layers
+        or not isinstance(layers[0], keras.layers.InputLayer)
+        or len(model.inputs) != 1
+        or len(model.outputs) != 1
+        or sum(isinstance(l, PositionEmbedding) for l in layers) != 1
+        or not any(isinstance(l, TransformerBlock) for l in layers)
+    ):
+        raise ValueError(
+            f"Model {model.name!r} is not a keras_vit ViT: expected one image input, "
+            f"one PositionEmbedding and TransformerBlocks, found layers {kinds}..."
+        )
+    previous = layers[0]
+    for layer in layers[1:]:
+        if len(layer._inbound_nodes) != 1 or layer.input is not previous.output:
+            raise ValueError(
+                f"Model {model.name!r} is not a keras_vit ViT: layer {layer.name!r} "
+                f"does not take the output of {previous.name!r} (keras_vit models are "
+                f"a chain of layers)"
+            )
+        previous = layer
+    if len(model.input_shape) != 4 or None in model.input_shape[1:]:
+        raise ValueError(
+            f"Model {model.name!r} must take images of a fixed size, its input "
+            f"shape is {model.input_shape}"
+        )
+    return layers
+
+
+def _find(layers, name):
+    return next((layer for layer in layers if layer.name == name), None)
+
+
+def _head_dtype():
+    policy = keras.config.dtype_policy()
+    return "float32" if policy.compute_dtype != policy.variable_dtype else None

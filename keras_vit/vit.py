@@ -64,8 +64,13 @@ def ViT(
             i of `depth` uses `drop_path_rate * i / (depth - 1)`. Defaults to 0.
         include_top: bool. With False, the model returns the pooled (B, D)
             features after the final LayerNorm. Defaults to True.
-        weights: None or a path to a `.weights.h5` file or a `.keras` model
-            of the same architecture. Defaults to None (random init).
+        weights: None or a path to a `.weights.h5` file of the same
+            architecture, or to a `.keras` model of the same variant and
+            pooling. A `.keras` model saved at another resolution or with
+            another head is adapted as `keras_vit.finetune.adapt` does:
+            position embeddings interpolated, and when the classes (or the
+            pre-logits layer) differ, a zero-initialized head. Defaults to
+            None (random init).
         name: str or None. Model name. Defaults to e.g. `"vit_b16"`.
         num_channels: int. Channels of the input images. Defaults to 3.
         approximate_gelu: bool. Tanh approximation of GELU (as the
@@ -161,9 +166,12 @@ def ViT(
 def load_weights(model, path):
     """Fills `model` from a `.weights.h5` file or a `.keras` model file.
 
+    A `.keras` model of another input size or class count is adapted to
+    `model` first (`keras_vit.finetune.adapt`).
+
     Raises:
         ValueError: if the file does not exist, has an unsupported suffix or
-            holds weights of other shapes.
+            holds weights that no adaptation makes fit.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -173,17 +181,51 @@ def load_weights(model, path):
         return
     if path.endswith(".keras"):
         source = keras.saving.load_model(path, compile=False)
-        expected = [tuple(w.shape) for w in model.weights]
-        found = [tuple(w.shape) for w in source.weights]
-        if expected != found:
-            raise ValueError(
-                f"{path!r} holds a model whose weights do not match "
-                f"{model.name}: {len(found)} weights {found[:4]}... found, "
-                f"{len(expected)} weights {expected[:4]}... expected"
-            )
+        if _weight_shapes(source) != _weight_shapes(model):
+            source = _adapt_to(source, model, path)
         model.set_weights(source.get_weights())
         return
     raise ValueError(
         f"Unsupported weights file {path!r}: expected a '.weights.h5' or "
         f"'.keras' path"
     )
+
+
+def _weight_shapes(model):
+    return [tuple(w.shape) for w in model.weights]
+
+
+def _adapt_to(source, model, path):
+    """`source` adapted to `model`'s input size and classes, the fine-tuning way."""
+    from keras_vit import finetune  # finetune imports this package's layers
+
+    head = next((l for l in model.layers if l.name == "head"), None)
+    source_head = next((l for l in source.layers if l.name == "head"), None)
+    num_classes = None
+    if head is not None and (
+        source_head is None
+        or source_head.units != head.units
+        or any(l.name == "pre_logits" for l in source.layers)
+        != any(l.name == "pre_logits" for l in model.layers)
+    ):
+        num_classes = head.units
+    try:
+        adapted = finetune.adapt(
+            source, image_size=tuple(model.input_shape[1:3]), num_classes=num_classes
+        )
+    except ValueError as error:
+        raise ValueError(f"Cannot load {path!r} into {model.name}: {error}") from None
+    expected, found = _weight_shapes(model), _weight_shapes(adapted)
+    if expected != found:
+        mismatch = next(
+            (i for i, (e, f) in enumerate(zip(expected, found)) if e != f),
+            min(len(expected), len(found)),
+        )
+        raise ValueError(
+            f"{path!r} holds a model of another architecture than {model.name}: "
+            f"after adapting it to the input size and classes, it has {len(found)} "
+            f"weights and {model.name} {len(expected)}; the first difference is "
+            f"weight {mismatch}: {found[mismatch] if mismatch < len(found) else None} "
+            f"found, {expected[mismatch] if mismatch < len(expected) else None} expected"
+        )
+    return adapted

@@ -113,3 +113,156 @@ def test_bad_shapes_and_arguments():
         finetune.resize_position_embeddings(_posemb(1, (4, 4)), (0, 3))
     with pytest.raises(ValueError, match=r"num_prefix_tokens must be a non-negative integer"):
         finetune.resize_position_embeddings(_posemb(1, (4, 4)), 8, num_prefix_tokens=-1)
+
+
+# -- adapt ------------------------------------------------------------------------------------
+
+import keras  # noqa: E402
+
+import keras_vit  # noqa: E402
+
+
+def _trained_like(model, seed=1):
+    """Gives every weight distinct non-zero values, as after training."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.1, w.shape).astype("float32") for w in model.weights])
+    return model
+
+
+def _images(size, batch=2, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (batch, *size, 3)).astype("float32")
+
+
+def _by_name(model):
+    return {w.path: to_numpy(w) for w in model.weights}
+
+
+def test_adapt_new_resolution_and_head():
+    model = _trained_like(keras_vit.ViT("mu/4", image_size=16, num_classes=10,
+                                        representation_size=8))
+    tuned = finetune.adapt(model, image_size=(24, 32), num_classes=3)
+    assert tuned.input_shape == (None, 24, 32, 3) and tuned.output_shape == (None, 3)
+    assert tuned.name == model.name
+    names = [layer.name for layer in tuned.layers]
+    assert "pre_logits" not in names and names[-1] == "head"
+    np.testing.assert_array_equal(to_numpy(tuned.get_layer("head").kernel), np.zeros((32, 3)))
+    np.testing.assert_array_equal(to_numpy(tuned.get_layer("head").bias), np.zeros(3))
+    expected = finetune.resize_position_embeddings(
+        model.get_layer("position_embedding").embeddings, (6, 8), old_grid=(4, 4))
+    np.testing.assert_array_equal(
+        to_numpy(tuned.get_layer("position_embedding").embeddings), expected)
+    before, after = _by_name(model), _by_name(tuned)
+    copied = [path for path in after
+              if not path.startswith(("head/", "position_embedding/"))]
+    assert len(copied) == len(model.weights) - 5  # posemb, pre_logits and head kernels/biases
+    for path in copied:
+        np.testing.assert_array_equal(after[path], before[path], err_msg=path)
+    # The original is untouched.
+    assert model.input_shape == (None, 16, 16, 3)
+    assert model.get_layer("position_embedding").embeddings.shape == (1, 17, 32)
+
+
+def test_adapt_resolution_only_keeps_the_head():
+    model = _trained_like(keras_vit.ViT("mu/4", image_size=16, num_classes=10,
+                                        representation_size=8))
+    tuned = finetune.adapt(model, image_size=20)
+    before, after = _by_name(model), _by_name(tuned)
+    assert sorted(before) == sorted(after)
+    for path in after:
+        if not path.startswith("position_embedding/"):
+            np.testing.assert_array_equal(after[path], before[path], err_msg=path)
+    assert tuned.get_layer("position_embedding").embeddings.shape == (1, 26, 32)
+
+
+@pytest.mark.parametrize("pooling", ["token", "gap"])
+@pytest.mark.parametrize("method", ["bilinear", "bicubic"])
+def test_adapted_model_computes_what_the_dynamic_path_computes(pooling, method):
+    model = _trained_like(keras_vit.ViT("mu/4", image_size=16, num_classes=5, pooling=pooling))
+    model.get_layer("position_embedding").interpolation = method
+    tuned = finetune.adapt(model, image_size=(28, 20))
+    images = _images((28, 20))
+    # The original's layers on the larger images: PositionEmbedding resizes on the fly.
+    x = images
+    for layer in model.layers[1:]:
+        x = layer(x, grid_size=(7, 5)) if layer.name == "position_embedding" else layer(x)
+    np.testing.assert_allclose(to_numpy(tuned(images)), to_numpy(x), atol=1e-5)
+
+
+def test_same_size_adapt_reproduces_the_model():
+    model = _trained_like(keras_vit.ViT("mu/4", image_size=16, num_classes=4))
+    tuned = finetune.adapt(model)
+    images = _images((16, 16))
+    np.testing.assert_array_equal(to_numpy(tuned(images)), to_numpy(model(images)))
+
+
+def test_reinitialized_position_embeddings():
+    model = _trained_like(keras_vit.ViT("mu/4", image_size=16, num_classes=4))
+    keras.utils.set_random_seed(3)
+    tuned = finetune.adapt(model, image_size=24, position_embeddings="reinitialize")
+    posemb = to_numpy(tuned.get_layer("position_embedding").embeddings)
+    assert posemb.shape == (1, 37, 32)
+    # Fresh draws from N(0, 0.02), nothing like the trained N(0, 0.1) values.
+    assert 0.015 < posemb.std() < 0.025
+    np.testing.assert_array_equal(to_numpy(tuned.get_layer("head").kernel),
+                                  to_numpy(model.get_layer("head").kernel))
+
+
+def test_adapt_without_top_attaches_a_zero_head():
+    model = _trained_like(keras_vit.ViT("mu/4", image_size=16, include_top=False))
+    tuned = finetune.adapt(model, num_classes=7)
+    assert tuned.output_shape == (None, 7)
+    np.testing.assert_array_equal(to_numpy(tuned(_images((16, 16)))), np.zeros((2, 7)))
+
+
+def test_adapted_model_saves_and_loads(tmp_path):
+    model = _trained_like(keras_vit.ViT("mu/4", image_size=16, num_classes=10))
+    tuned = finetune.adapt(model, image_size=24, num_classes=3)
+    _trained_like(tuned, seed=5)
+    path = str(tmp_path / "tuned.keras")
+    tuned.save(path)
+    loaded = keras.saving.load_model(path)
+    images = _images((24, 24))
+    np.testing.assert_allclose(to_numpy(loaded(images)), to_numpy(tuned(images)), atol=1e-6)
+
+
+def test_vit_weights_from_a_model_of_another_size_and_head(tmp_path):
+    source = _trained_like(keras_vit.ViT("mu/4", image_size=16, num_classes=10,
+                                         representation_size=8))
+    path = str(tmp_path / "pretrained.keras")
+    source.save(path)
+    model = keras_vit.ViT("mu/4", image_size=(24, 20), num_classes=3, weights=path)
+    expected = finetune.adapt(source, image_size=(24, 20), num_classes=3)
+    assert len(model.weights) == len(expected.weights)
+    for got, want in zip(model.weights, expected.weights):
+        np.testing.assert_array_equal(to_numpy(got), to_numpy(want), err_msg=got.path)
+
+
+def test_vit_weights_of_another_architecture_is_refused(tmp_path):
+    path = str(tmp_path / "other.keras")
+    keras_vit.ViT("mu/8", image_size=16, num_classes=10).save(path)
+    with pytest.raises(ValueError, match=r"holds a model of another architecture than "
+                                         r"vit_mu4.*\(8, 8, 3, 32\) found, \(4, 4, 3, 32\) "
+                                         r"expected"):
+        keras_vit.ViT("mu/4", image_size=16, num_classes=10, weights=path)
+
+
+def test_adapt_bad_input():
+    model = keras_vit.ViT("mu/4", image_size=16, num_classes=10)
+    with pytest.raises(ValueError, match=r"image_size 18: height 18 is not a multiple of 4, "
+                                         r"the patch stride of 'vit_mu4'"):
+        finetune.adapt(model, image_size=18)
+    with pytest.raises(ValueError, match=r"image_size \(16, 30\): width 30 is not a multiple"):
+        finetune.adapt(model, image_size=(16, 30))
+    with pytest.raises(ValueError, match=r"num_classes must be a positive integer, "
+                                         r"received 0"):
+        finetune.adapt(model, num_classes=0)
+    with pytest.raises(ValueError, match=r"position_embeddings must be one of .*received "
+                                         r"'random'"):
+        finetune.adapt(model, position_embeddings="random")
+    with pytest.raises(ValueError, match=r"Unknown interpolation method 'area'"):
+        finetune.adapt(model, image_size=24, method="area")
+    cnn = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3)], name="cnn")
+    with pytest.raises(ValueError, match=r"Model 'cnn' is not a keras_vit ViT"):
+        finetune.adapt(cnn, image_size=24)
+    with pytest.raises(ValueError, match=r"Expected a keras_vit ViT .*received ndarray"):
+        finetune.adapt(np.zeros(3), image_size=24)
