@@ -9,7 +9,13 @@ mirror the fields of `training.config.Config` one to one, and take their default
 from absl import flags
 
 from training import distribute, optim
-from training.config import MIXED_PRECISION, POOLINGS, Config
+from training.config import (
+    FINETUNE_DEFAULTS,
+    MIXED_PRECISION,
+    POOLINGS,
+    POSITION_EMBEDDING_INITS,
+    Config,
+)
 
 FLAGS = flags.FLAGS
 
@@ -32,8 +38,14 @@ _TRAINING_FLAGS = (
     ("dropout", "float", "Dropout rate in the encoder."),
     ("attention_dropout", "float", "Dropout rate on the attention weights."),
     ("drop_path_rate", "float", "Stochastic depth rate of the last block."),
-    ("weights", "string", "Initial weights: a .weights.h5 or .keras file of the same "
-     "architecture (fine-tuning); unset: random initialization."),
+    ("init_from", "string", "Fine-tune from this model: a .keras file (architecture from the "
+     "file, adapted to --image_size and the dataset's classes: position embeddings "
+     "interpolated, a zero head when the classes differ) or a .weights.h5 file of --variant. "
+     "Flags not given then default to the paper's fine-tuning recipe "
+     "(training.config.FINETUNE_DEFAULTS: SGD momentum 0.9, lr 0.01, no weight decay, cosine, "
+     "100 warmup steps, clip 1, no MixUp, 10 epochs). Unset: random initialization."),
+    ("init_position_embeddings", "enum", "With --init_from at another resolution: "
+     "'interpolate' the position embeddings (the paper) or 'reinitialize' them (ablation)."),
     # Optimization.
     ("global_batch_size", "integer", "Examples per step, summed over all replicas."),
     ("epochs", "integer", "Passes over the training split; ignored when --train_steps > 0."),
@@ -81,6 +93,7 @@ _ENUMS = {
     "schedule": optim.SCHEDULES,
     "mixed_precision": MIXED_PRECISION,
     "strategy": distribute.STRATEGIES,
+    "init_position_embeddings": POSITION_EMBEDDING_INITS,
 }
 
 _DEFINE = {
@@ -112,9 +125,14 @@ def define_training_flags():
 def config_from_flags():
     """Returns the `Config` the parsed training flags describe, validated."""
     values = {name: FLAGS[name].value for name, _, _ in _TRAINING_FLAGS}
-    for name in ("data_dir", "eval_split", "weights"):
+    for name in ("data_dir", "eval_split", "init_from"):
         # absl gives "" for `--data_dir=`: both mean "unset".
         values[name] = values[name] or None
+    if values["init_from"]:
+        # Fine-tuning: the recipe's defaults for every flag not on the command line.
+        for name, value in FINETUNE_DEFAULTS.items():
+            if not FLAGS[name].present:
+                values[name] = value
     return Config(**values).validate()
 
 

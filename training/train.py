@@ -37,6 +37,7 @@ from absl import app, logging  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
 import keras_vit  # noqa: E402
+from keras_vit import finetune  # noqa: E402
 from training import checkpointing, distribute, export, input_pipeline, optim  # noqa: E402
 from training import flags as training_flags  # noqa: E402
 from training.config import Config  # noqa: E402
@@ -176,18 +177,7 @@ class _Run:
         config, info = self.config, self.info
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
-            self.model = keras_vit.ViT(
-                config.variant,
-                image_size=config.image_size,
-                num_classes=info.num_classes,
-                pooling=config.pooling,
-                representation_size=config.representation_size or None,
-                dropout=config.dropout,
-                attention_dropout=config.attention_dropout,
-                drop_path_rate=config.drop_path_rate,
-                weights=config.weights,
-                num_channels=info.channels,
-            )
+            self.model = self._create_model()
             self.schedule = optim.create_learning_rate_schedule(
                 config.schedule,
                 learning_rate=config.learning_rate,
@@ -209,6 +199,50 @@ class _Run:
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = checkpointing.create_checkpoint(
             self.model, self.optimizer, self.step, self.epoch
+        )
+
+    def _create_model(self):
+        config, info = self.config, self.info
+        if config.init_from is not None and config.init_from.endswith(".keras"):
+            pretrained = keras.saving.load_model(config.init_from, compile=False)
+            channels = pretrained.input_shape[-1]
+            if channels != info.channels:
+                raise ValueError(
+                    f"init_from {config.init_from!r} takes {channels}-channel images, but "
+                    f"{info.name!r} has {info.channels}-channel images")
+            head = next((l for l in pretrained.layers if l.name == "head"), None)
+            same_classes = head is not None and head.units == info.num_classes
+            try:
+                model = finetune.adapt(
+                    pretrained,
+                    image_size=config.image_size,
+                    # Same classes: the trained head stays (e.g. a higher resolution only).
+                    num_classes=None if same_classes else info.num_classes,
+                    position_embeddings=config.init_position_embeddings,
+                )
+            except ValueError as error:
+                raise ValueError(f"Cannot fine-tune {config.init_from!r}: {error}") from None
+            logging.info(
+                "Fine-tuning %s (%s, input %s -> %s): %s", config.init_from, pretrained.name,
+                pretrained.input_shape[1:3], model.input_shape[1:3],
+                "head kept" if same_classes else
+                f"new zero-initialized head for {info.num_classes} classes")
+            return model
+        if config.init_position_embeddings != "interpolate":
+            raise ValueError(
+                f"init_position_embeddings={config.init_position_embeddings!r} needs init_from "
+                f"to be a '.keras' model, received init_from={config.init_from!r}")
+        return keras_vit.ViT(
+            config.variant,
+            image_size=config.image_size,
+            num_classes=info.num_classes,
+            pooling=config.pooling,
+            representation_size=config.representation_size or None,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            drop_path_rate=config.drop_path_rate,
+            weights=config.init_from,
+            num_channels=info.channels,
         )
 
     def _restore(self):

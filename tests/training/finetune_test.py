@@ -1,0 +1,139 @@
+"""Fine-tuning with the training binary: `--init_from` and the paper's recipe as defaults."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from training import config as config_lib
+from training import flags as training_flags
+from training import train
+
+
+@pytest.fixture(scope="module")
+def pretrained(tfds_data_dir, tmp_path_factory, tiny_config):
+    """A tiny token-pooling ViT trained on 16x16 digits (a 4x4 grid), saved as model.keras."""
+    workdir = str(tmp_path_factory.mktemp("pretrained"))
+    config = tiny_config(tfds_data_dir, pooling="token", representation_size=16, train_steps=150,
+                         mixup=0.0)
+    model, metrics = train.train_and_evaluate(config, workdir)
+    return os.path.join(workdir, "model.keras"), model, metrics
+
+
+def test_for_finetuning_takes_the_recipe_then_the_overrides():
+    config = config_lib.Config.for_finetuning("x.keras", learning_rate=0.03, image_size=48)
+    assert (config.optimizer, config.weight_decay, config.schedule) == ("sgd", 0.0, "cosine")
+    assert (config.grad_clip_norm, config.warmup_steps, config.mixup) == (1.0, 100, 0.0)
+    assert (config.learning_rate, config.image_size, config.init_from) == (0.03, 48, "x.keras")
+
+
+def test_init_from_flag_switches_the_unset_flags_to_the_recipe(tmp_path):
+    path = tmp_path / "m.keras"
+    path.write_bytes(b"")
+    training_flags.define_training_flags()
+    flags = training_flags.FLAGS
+    try:
+        flags(["train", f"--workdir={tmp_path}", f"--init_from={path}", "--learning_rate=0.03",
+               "--epochs=3"])
+        config = training_flags.config_from_flags()
+    finally:
+        flags.unparse_flags()
+    assert (config.optimizer, config.weight_decay, config.mixup) == ("sgd", 0.0, 0.0)
+    # Given on the command line: kept.
+    assert (config.learning_rate, config.epochs) == (0.03, 3)
+    try:
+        flags(["train", f"--workdir={tmp_path}"])
+        config = training_flags.config_from_flags()
+    finally:
+        flags.unparse_flags()
+    assert (config.optimizer, config.weight_decay, config.init_from) == ("adamw", 0.05, None)
+
+
+def test_init_from_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"init_from file '.*missing.keras' does not exist"):
+        config_lib.Config(init_from=str(tmp_path / "missing.keras")).validate()
+    with pytest.raises(ValueError, match=r"init_from must be a path to a '.keras' or "
+                                         r"'.weights.h5' file, received 'model.pt'"):
+        config_lib.Config(init_from="model.pt").validate()
+    with pytest.raises(ValueError, match=r"Unknown init_position_embeddings 'zeros'"):
+        config_lib.Config(init_position_embeddings="zeros").validate()
+
+
+def test_fine_tune_at_a_higher_resolution(pretrained, tfds_data_dir, tmp_path, tiny_config):
+    path, source, source_metrics = pretrained
+    config = tiny_config(tfds_data_dir, **{**config_lib.FINETUNE_DEFAULTS, "init_from": path,
+                                           "image_size": 24, "train_steps": 0, "epochs": 1,
+                                           "warmup_steps": 5})
+    start = []
+    original_adapt = train.finetune.adapt
+
+    def spy(*args, **kwargs):
+        model = original_adapt(*args, **kwargs)
+        start.append([np.array(w) for w in model.get_weights()])
+        return model
+
+    train.finetune.adapt = spy
+    try:
+        model, metrics = train.train_and_evaluate(config, str(tmp_path))
+    finally:
+        train.finetune.adapt = original_adapt
+    assert model.input_shape == (None, 24, 24, 1)
+    # 16x16 images in 4x4 patches -> 4x4 grid; at 24x24 a 6x6 grid: 1 + 36 rows.
+    assert model.get_layer("position_embedding").embeddings.shape == (1, 37, 32)
+    # Digits again: the classes match, so the trained head and pre-logits stay.
+    assert [l.name for l in model.layers][-2:] == ["pre_logits", "head"]
+    # The run started from the source's weights, the position embeddings interpolated.
+    (initial,) = start
+    expected = train.finetune.adapt(source, image_size=24)
+    for got, want in zip(initial, expected.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert metrics["global_step"] == 1438 // 16
+    # One epoch of SGD on a model that saw 150 steps: it learns (chance is 0.1; the source
+    # reaches 0.27 at 16x16, this 0.35 at 24x24 on the 2-core CPU).
+    assert metrics["eval_accuracy"] > 0.2
+    saved = keras.saving.load_model(os.path.join(tmp_path, "model.keras"))
+    assert saved.input_shape == (None, 24, 24, 1)
+
+
+def test_fine_tune_to_other_classes_attaches_a_zero_head(pretrained, tfds_data_dir, tmp_path,
+                                                         tiny_config):
+    path, source, _ = pretrained
+    # The same model with a 3-class head: fine-tuning on digits' 10 classes replaces it.
+    three = train.finetune.adapt(source, num_classes=3)
+    three_path = str(tmp_path / "three.keras")
+    three.save(three_path)
+    config = tiny_config(tfds_data_dir, **{**config_lib.FINETUNE_DEFAULTS,
+                                           "init_from": three_path, "train_steps": 1, "warmup_steps": 0,
+                                           "learning_rate": 1e-9})
+    model, _ = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert "pre_logits" not in [l.name for l in model.layers]
+    head = model.get_layer("head")
+    assert head.kernel.shape == (32, 10)
+    # One step at a negligible rate: the head is still (almost exactly) zero.
+    assert float(np.abs(np.array(head.kernel)).max()) < 1e-6
+
+
+def test_reinitialized_position_embeddings_differ(pretrained, tfds_data_dir, tmp_path,
+                                                  tiny_config):
+    path, source, _ = pretrained
+    config = tiny_config(tfds_data_dir, init_from=path, image_size=24, train_steps=1,
+                         learning_rate=1e-9, warmup_steps=0,
+                         init_position_embeddings="reinitialize")
+    model, _ = train.train_and_evaluate(config, str(tmp_path))
+    interpolated = train.finetune.adapt(source, image_size=24)
+    got = np.array(model.get_layer("position_embedding").embeddings)
+    want = np.array(interpolated.get_layer("position_embedding").embeddings)
+    assert got.shape == want.shape == (1, 37, 32)
+    assert np.abs(got - want).max() > 0.01
+
+
+def test_init_from_with_other_channels_is_refused(tfds_data_dir, tmp_path, tiny_config):
+    path = str(tmp_path / "rgb.keras")
+    import keras_vit
+
+    keras_vit.ViT("mu/4", image_size=8, num_classes=10, num_channels=3).save(path)
+    config = tiny_config(tfds_data_dir, init_from=path)
+    with pytest.raises(ValueError, match=r"takes 3-channel images, but 'digits' has 1-channel images"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")
