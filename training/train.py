@@ -141,6 +141,12 @@ class _Run:
             shuffle_buffer=config.shuffle_buffer,
             augment=augment,
         )
+        self.pretrained = None
+        if config.init_from is not None and config.init_from.endswith(".keras"):
+            self.pretrained = keras.saving.load_model(config.init_from, compile=False)
+            # The data takes the pre-trained model's channels: grayscale datasets are
+            # replicated to RGB for an RGB model (and RGB ones averaged for a grayscale model).
+            self.data_kwargs["channels"] = self.pretrained.input_shape[-1]
         # The input context of one pipeline feeding every replica: enough for the pipeline to
         # check the batch against the replicas before anything is written.
         context = tf.distribute.InputContext(
@@ -203,13 +209,8 @@ class _Run:
 
     def _create_model(self):
         config, info = self.config, self.info
-        if config.init_from is not None and config.init_from.endswith(".keras"):
-            pretrained = keras.saving.load_model(config.init_from, compile=False)
-            channels = pretrained.input_shape[-1]
-            if channels != info.channels:
-                raise ValueError(
-                    f"init_from {config.init_from!r} takes {channels}-channel images, but "
-                    f"{info.name!r} has {info.channels}-channel images")
+        pretrained = self.pretrained
+        if pretrained is not None:
             head = next((l for l in pretrained.layers if l.name == "head"), None)
             same_classes = head is not None and head.units == info.num_classes
             try:

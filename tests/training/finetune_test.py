@@ -128,12 +128,12 @@ def test_reinitialized_position_embeddings_differ(pretrained, tfds_data_dir, tmp
     assert np.abs(got - want).max() > 0.01
 
 
-def test_init_from_with_other_channels_is_refused(tfds_data_dir, tmp_path, tiny_config):
-    path = str(tmp_path / "rgb.keras")
+def test_grayscale_data_is_given_to_an_rgb_model_as_rgb(tfds_data_dir, tmp_path, tiny_config):
     import keras_vit
 
+    path = str(tmp_path / "rgb.keras")
     keras_vit.ViT("mu/4", image_size=8, num_classes=10, num_channels=3).save(path)
-    config = tiny_config(tfds_data_dir, init_from=path)
-    with pytest.raises(ValueError, match=r"takes 3-channel images, but 'digits' has 1-channel images"):
-        train.train_and_evaluate(config, str(tmp_path / "run"))
-    assert not os.path.exists(tmp_path / "run")
+    config = tiny_config(tfds_data_dir, init_from=path, train_steps=2, warmup_steps=0)
+    model, metrics = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert model.input_shape == (None, 8, 8, 3)
+    assert metrics["global_step"] == 2
