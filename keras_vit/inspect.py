@@ -257,7 +257,8 @@ def attention_rollout(
     token (`pooling="gap"`) is represented by the mean of its patch tokens,
     so the map is the mean of the rollout rows of all tokens. The patch-grid
     map is upsampled bilinearly to the image size and scaled to [0, 1] per
-    image (min to 0, max to 1; a constant map is all ones).
+    image (min to 0, max to 1; a map constant up to float rounding, 1e-6
+    relative, is all ones).
 
     Args:
         model: a `keras_vit` model.
@@ -297,8 +298,11 @@ def attention_rollout(
         maps.append(np.einsum("ih,bhw,jw->bij", rows, grid, cols))
     maps = np.concatenate(maps, axis=0)
     low = maps.min(axis=(1, 2), keepdims=True)
-    span = maps.max(axis=(1, 2), keepdims=True) - low
-    scaled = np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 1.0)
+    high = maps.max(axis=(1, 2), keepdims=True)
+    # Differences at rounding level are no structure: scaling them up to [0, 1] would draw
+    # float noise, so such maps count as constant.
+    varies = (high - low) > 1e-6 * np.abs(high)
+    scaled = np.where(varies, (maps - low) / np.where(varies, high - low, 1.0), 1.0)
     return scaled.astype("float32")
 
 
