@@ -1,7 +1,8 @@
 """Every command-line flag of the binaries, defined in this one module.
 
 `python -m training.train` calls `define_training_flags()`, `python -m training.export` calls
-`define_export_flags()`, each before `app.run`; library code never reads flags. Training flags
+`define_export_flags()` (`training.inspect`: `define_inspect_flags()`, `training.fewshot`:
+`define_fewshot_flags()`), each before `app.run`; library code never reads flags. Training flags
 mirror the fields of `training.config.Config` one to one, and take their defaults from it, so
 `python -m training.train --workdir=DIR` and `train_and_evaluate(Config(), DIR)` are the same run.
 """
