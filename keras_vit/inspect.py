@@ -598,7 +598,7 @@ def plot_position_embedding_similarity(similarity, path, *, cell_inches=0.5, dpi
             `position_embedding_similarity`.
         path: str. PNG file to write.
         cell_inches: float. Side of each tile. Defaults to 0.5.
-        dpi: int. Defaults to 100: the PNG is `(gw * cell_inches + 1.5) * dpi`
+        dpi: int. Defaults to 100: the PNG is `(gw * cell_inches + 2) * dpi`
             pixels wide (room for labels and the colour bar) and
             `(gh * cell_inches + 1) * dpi` high.
 
@@ -611,7 +611,7 @@ def plot_position_embedding_similarity(similarity, path, *, cell_inches=0.5, dpi
             f"similarity must have shape (gh, gw, gh, gw), received {similarity.shape}"
         )
     grid_h, grid_w = similarity.shape[:2]
-    width, height = grid_w * cell_inches + 1.5, grid_h * cell_inches + 1.0
+    width, height = grid_w * cell_inches + 2.0, grid_h * cell_inches + 1.0
     figure = _figure(width, height)
     left, bottom = 0.6 / width, 0.5 / height
     right, top = left + grid_w * cell_inches / width, bottom + grid_h * cell_inches / height

@@ -28,15 +28,15 @@ def _randomize_head(model, seed=0):
 
 
 def _branched_model():
-    """A ViT behind a small convolutional stem with a residual branch, 3 blocks, 12x12 images.
+    """A ViT behind a small stem (per-pixel Dense layers, a residual Add), 3 blocks, 12x12 images.
 
     Stands for models whose layers before the blocks are not a patch embedding alone (a
     hybrid ResNet stem): the walk must run them as the model does.
     """
     images = keras.Input((12, 12, 3), name="images")
-    stem = keras.layers.Conv2D(8, 3, padding="same", name="stem_conv")(images)
+    stem = keras.layers.Dense(8, activation="relu", name="stem_dense")(images)
     stem = keras.layers.Add(name="stem_add")(
-        [stem, keras.layers.Conv2D(8, 1, name="stem_skip")(images)])
+        [stem, keras.layers.Dense(8, name="stem_skip")(images)])
     x = PatchEmbedding(2, 16, name="patch_embedding")(stem)
     x = ClassToken(name="class_token")(x)
     x = PositionEmbedding((6, 6), name="position_embedding")(x)
@@ -307,7 +307,7 @@ def test_plots_are_written_with_their_documented_pixel_sizes(tmp_path):
     assert _png_size(tmp_path / "filters.png") == (500, 200)
     similarity = vit_inspect.position_embedding_similarity(model)
     vit_inspect.plot_position_embedding_similarity(similarity, tmp_path / "similarity.png")
-    assert _png_size(tmp_path / "similarity.png") == (350, 300)  # (4 * 0.5 + 1.5, 4 * 0.5 + 1)
+    assert _png_size(tmp_path / "similarity.png") == (400, 300)  # (4 * 0.5 + 2, 4 * 0.5 + 1)
     distances = vit_inspect.mean_attention_distance(model, images)
     vit_inspect.plot_mean_attention_distance(distances, tmp_path / "d" / "distance.png",
                                              image_size=16, dpi=50)
@@ -329,6 +329,11 @@ def test_plots_refuse_mismatched_inputs(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="the 280 training steps take ~90 s on PyTorch's eager CPU backend (13-15 s on "
+    "TensorFlow and JAX); the analysis functions themselves are tested on PyTorch above",
+)
 def test_trained_position_embeddings_encode_rows_and_columns():
     """The paper's Figure 7 (centre) observation, measured: after training, embeddings of
     positions in the same row or column are more similar than those sharing neither.
