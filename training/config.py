@@ -103,6 +103,16 @@ class Config:
             only.
         export: bool. Write workdir/saved_model with a raw-image serving signature.
         progress: bool. Show a progress bar.
+
+    Few-shot evaluation (optional, logged to TensorBoard as fewshot/DATASET_Nshot; see
+    `training/fewshot.py`):
+        fewshot_dataset: str. TFDS dataset to evaluate few-shot linear accuracy on; "" is off.
+        fewshot_data_dir: str or None. Its TFDS data directory; None uses data_dir.
+        fewshot_train_split: str. The split few-shot examples are drawn from ("train[:10000]"
+            bounds the features computed at each evaluation).
+        fewshot_every_steps: int. Evaluate every this many steps, and at the end; 0: at the end.
+        fewshot_shots: str. Comma-separated examples per class, e.g. "1,5,10,25".
+        fewshot_seeds: int. Random draws per shot count.
     """
 
     dataset: str = "digits"
@@ -153,6 +163,13 @@ class Config:
     export: bool = True
     progress: bool = True
 
+    fewshot_dataset: str = ""
+    fewshot_data_dir: str = None
+    fewshot_train_split: str = "train"
+    fewshot_every_steps: int = 0
+    fewshot_shots: str = "1,5,10,25"
+    fewshot_seeds: int = 3
+
     def validate(self):
         """Checks every field on its own; raises ValueError naming the first bad one.
 
@@ -194,6 +211,9 @@ class Config:
                 raise ValueError(f"init_from file {self.init_from!r} does not exist")
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset must be a TFDS name, received {self.dataset!r}")
+        _check_int("fewshot_every_steps", self.fewshot_every_steps, minimum=0)
+        _check_int("fewshot_seeds", self.fewshot_seeds, minimum=1)
+        parse_shots(self.fewshot_shots, name="fewshot_shots")
         return self
 
     @classmethod
@@ -230,3 +250,16 @@ def _check_float(name, value, low, high=math.inf, low_open=False, high_open=True
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"Unknown {name} {value!r}: expected one of {', '.join(choices)}")
+
+
+def parse_shots(text, name="shots"):
+    """"1,5,10,25" (or a list of such strings or ints) -> [1, 5, 10, 25]; ValueError otherwise."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        shots = [int(str(item).strip()) for item in items]
+    except ValueError:
+        shots = []
+    if not shots or min(shots) < 1:
+        raise ValueError(f"{name} must be comma-separated positive integers such as "
+                         f"'1,5,10,25', received {text!r}")
+    return shots

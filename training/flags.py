@@ -1,7 +1,8 @@
 """Every command-line flag of the binaries, defined in this one module.
 
 `python -m training.train` calls `define_training_flags()`, `python -m training.export` calls
-`define_export_flags()`, each before `app.run`; library code never reads flags. Training flags
+`define_export_flags()` (`training.inspect`: `define_inspect_flags()`, `training.fewshot`:
+`define_fewshot_flags()`), each before `app.run`; library code never reads flags. Training flags
 mirror the fields of `training.config.Config` one to one, and take their defaults from it, so
 `python -m training.train --workdir=DIR` and `train_and_evaluate(Config(), DIR)` are the same run.
 """
@@ -85,6 +86,15 @@ _TRAINING_FLAGS = (
     ("eval_every_epochs", "integer", "Also evaluate every this many epochs; 0: at the end only."),
     ("export", "bool", "Write WORKDIR/saved_model, a SavedModel taking uint8 images."),
     ("progress", "bool", "Show a progress bar while training."),
+    # Few-shot evaluation during training (training/fewshot.py).
+    ("fewshot_dataset", "string", "TFDS dataset for few-shot linear evaluation during training, "
+     "logged to TensorBoard (fewshot/DATASET_Nshot); unset: off."),
+    ("fewshot_data_dir", "string", "TFDS data directory of --fewshot_dataset; unset: --data_dir."),
+    ("fewshot_train_split", "string", "Split the few-shot examples are drawn from."),
+    ("fewshot_every_steps", "integer", "Few-shot evaluation every this many steps and at the end; "
+     "0: at the end only."),
+    ("fewshot_shots", "string", "Comma-separated examples per class, e.g. '1,5,10,25'."),
+    ("fewshot_seeds", "integer", "Random draws per shot count."),
 )
 
 _ENUMS = {
@@ -125,7 +135,7 @@ def define_training_flags():
 def config_from_flags():
     """Returns the `Config` the parsed training flags describe, validated."""
     values = {name: FLAGS[name].value for name, _, _ in _TRAINING_FLAGS}
-    for name in ("data_dir", "eval_split", "init_from"):
+    for name in ("data_dir", "eval_split", "init_from", "fewshot_data_dir"):
         # absl gives "" for `--data_dir=`: both mean "unset".
         values[name] = values[name] or None
     if values["init_from"]:
@@ -143,3 +153,58 @@ def define_export_flags():
     flags.DEFINE_string("model", None, "A .keras model, e.g. WORKDIR/model.keras.")
     flags.DEFINE_string("output_dir", None, "Directory to write the SavedModel into.")
     flags.mark_flags_as_required(["model", "output_dir"])
+
+
+def _define_once(kind, name, default, help_text, **kwargs):
+    # Binaries share flag names (--model, --dataset, ...); defining one twice in a process that
+    # imports several binaries would raise DuplicateFlagError.
+    if name in FLAGS:
+        return
+    if kind == "enum":
+        flags.DEFINE_enum(name, default, kwargs["enum_values"], help_text)
+    else:
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text)
+
+
+def define_inspect_flags():
+    """Defines the flags of `python -m training.inspect` (idempotent)."""
+    _define_once("string", "model", None, "A .keras model, e.g. WORKDIR/model.keras.")
+    _define_once("string", "output_dir", None, "Directory to write the PNGs and analysis.json "
+                 "into.")
+    _define_once("list", "images", [], "Comma-separated PNG/JPEG files, directories of them or "
+                 "glob patterns; resized to the model's input size.")
+    _define_once("string", "dataset", None, "TFDS dataset to take images from instead of (or as "
+                 "well as) --images.")
+    _define_once("string", "data_dir", None, "TFDS data directory of --dataset.")
+    _define_once("string", "split", "test", "Split of --dataset to take the first images of.")
+    _define_once("integer", "num_images", 32, "Images taken from --dataset (the paper averages "
+                 "attention distances over 128).")
+    _define_once("integer", "rollout_images", 8, "Images shown in rollout.png (the first ones).")
+    _define_once("integer", "batch_size", 32, "Images per forward pass.")
+    _define_once("enum", "head_fusion", "mean", "How attention rollout fuses heads.",
+                 enum_values=["mean", "max", "min"])
+    _define_once("float", "discard_ratio", 0.0, "Fraction of the smallest fused attention weights "
+                 "attention rollout drops, in [0, 1).")
+    _define_once("integer", "num_components", 28, "Principal components of the patch embedding "
+                 "filters to draw.")
+    flags.mark_flags_as_required(["model", "output_dir"])
+
+
+def define_fewshot_flags():
+    """Defines the flags of `python -m training.fewshot` (idempotent)."""
+    _define_once("string", "model", None, "A .keras model, e.g. WORKDIR/model.keras.")
+    _define_once("string", "dataset", None, "TFDS image-classification dataset, e.g. digits or "
+                 "cifar10_jpeg.")
+    _define_once("string", "data_dir", None, "TFDS data directory; unset: TFDS's default.")
+    _define_once("string", "train_split", "train", "Split the few-shot examples are drawn from; "
+                 "all its features are computed, so bound it on big datasets "
+                 "('train[:65000]').")
+    _define_once("string", "eval_split", None, "Split accuracy is measured on; unset: 'test', "
+                 "else 'validation'.")
+    _define_once("list", "shots", ["1", "5", "10", "25"], "Comma-separated examples per class.")
+    _define_once("integer", "seeds", 3, "Random draws per shot count.")
+    _define_once("float", "l2_reg", 1024.0, "L2 regularization of the least-squares fit "
+                 "(big_vision's 2^10).")
+    _define_once("integer", "batch_size", 256, "Images per forward pass.")
+    _define_once("string", "output", None, "Optional JSON file to write the results into.")
+    flags.mark_flags_as_required(["model", "dataset"])

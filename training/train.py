@@ -38,7 +38,7 @@ from absl import flags as absl_flags  # noqa: E402
 
 import keras_vit  # noqa: E402
 from keras_vit import finetune  # noqa: E402
-from training import checkpointing, distribute, export, input_pipeline, optim  # noqa: E402
+from training import checkpointing, distribute, export, fewshot, input_pipeline, optim  # noqa: E402
 from training import flags as training_flags  # noqa: E402
 from training.config import Config  # noqa: E402
 
@@ -341,6 +341,8 @@ class _Run:
         self._build_state()
         self._restore()
         self._log_resolved()
+        self.fewshot = fewshot.PeriodicFewshot.from_config(
+            self.config, self.model, strategy=self.strategy, is_chief=self.is_chief)
         # Everything checked: from here on the workdir is written.
         self._open_outputs()
         try:
@@ -446,6 +448,7 @@ class _Run:
                         config.checkpoint_every_steps
                         and step % config.checkpoint_every_steps == 0):
                     self._save(step, epoch + 1 if at_epoch_end else epoch)
+                self.fewshot.maybe_run(step, self.eval_writer, last=step == self.total_steps)
             self.last_epoch = {"loss": totals.loss, "accuracy": totals.accuracy}
             if not verbose:
                 # The progress bar, when shown, already says this.

@@ -1,0 +1,118 @@
+"""Tests of the binaries training.fewshot and training.inspect, and of few-shot during training."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="the binaries need the TensorFlow backend"
+)
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory):
+    """A random-init ViT-mu/4 for 8x8 grayscale digits, saved as .keras."""
+    import keras_vit
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    keras_vit.ViT("mu/4", image_size=8, num_classes=10, num_channels=1).save(str(path))
+    return str(path)
+
+
+def _run(module, args, repo_root, env):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=repo_root, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_fewshot_binary_on_digits(tmp_path, digits_model, tfds_data_dir, repo_root,
+                                  subprocess_env):
+    output = tmp_path / "fewshot.json"
+    proc = _run("training.fewshot", [
+        f"--model={digits_model}", "--dataset=digits", f"--data_dir={tfds_data_dir}",
+        "--shots=1,10", "--seeds=2", f"--output={output}"], repo_root, subprocess_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(output.read_text())
+    assert record["dataset"] == "digits" and record["eval_split"] == "test"
+    assert sorted(record["results"]) == ["1", "10"]
+    for shot, result in record["results"].items():
+        assert len(result["accuracies"]) == 2
+        assert result["mean"] == pytest.approx(np.mean(result["accuracies"]))
+        assert f"digits {shot}-shot: {100 * result['mean']:.2f}%" in proc.stdout
+    # Even random ViT features separate digits far above chance (10%) with 10 shots (measured
+    # 57% with 5 shots).
+    assert record["results"]["10"]["mean"] > 0.3
+
+
+@pytest.mark.slow
+def test_inspect_binary_writes_every_png(tmp_path, digits_model, tfds_data_dir, repo_root,
+                                         subprocess_env):
+    import matplotlib.image
+
+    image = tmp_path / "digit.png"
+    matplotlib.image.imsave(str(image), np.random.default_rng(0).random((20, 12, 3)))
+    out = tmp_path / "out"
+    proc = _run("training.inspect", [
+        f"--model={digits_model}", f"--images={image}", "--dataset=digits",
+        f"--data_dir={tfds_data_dir}", "--num_images=5", "--rollout_images=3",
+        f"--output_dir={out}"], repo_root, subprocess_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(out)) == [
+        "analysis.json", "mean_attention_distance.png", "patch_embedding_filters.png",
+        "position_embedding_similarity.png", "rollout.png"]
+    # Three rows of 2-inch panels at 100 dpi: the PNG file and the first 2 digits.
+    assert matplotlib.image.imread(str(out / "rollout.png")).shape[:2] == (600, 600)
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["num_images"] == 6
+    assert np.array(analysis["mean_attention_distance"]).shape == (1, 2)
+    assert set(analysis["position_embedding_similarity_by_relation"]) == {
+        "same_row", "same_column", "neither"}
+
+
+def test_inspect_binary_errors(tmp_path, digits_model, repo_root, subprocess_env):
+    proc = _run("training.inspect", [f"--model={digits_model}", f"--output_dir={tmp_path}",
+                                     f"--images={tmp_path / 'missing.png'}"],
+                repo_root, subprocess_env())
+    assert proc.returncode != 0
+    assert "missing.png': no such file, or no PNG/JPEG file in it" in proc.stderr
+
+
+def test_fewshot_during_training_is_logged_to_tensorboard(tmp_path, tfds_data_dir, tiny_config):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    from training.train import train_and_evaluate
+
+    config = tiny_config(tfds_data_dir, fewshot_dataset="digits", fewshot_every_steps=4,
+                         fewshot_shots="1,2", fewshot_seeds=2)
+    train_and_evaluate(config, str(tmp_path))
+    events = event_accumulator.EventAccumulator(str(tmp_path / "logs" / "eval"))
+    events.Reload()
+    tags = set(events.Tags()["tensors"])
+    assert {"fewshot/digits_1shot", "fewshot/digits_2shot", "fewshot/digits_1shot_std"} <= tags
+    # Every 4 steps and at the last (6th) step.
+    assert [e.step for e in events.Tensors("fewshot/digits_1shot")] == [4, 6]
+    import tensorflow as tf
+
+    for event in events.Tensors("fewshot/digits_2shot"):
+        assert 0.0 < float(tf.make_ndarray(event.tensor_proto)) <= 1.0
+
+
+def test_bad_fewshot_settings_fail_before_writing(tmp_path, tfds_data_dir, tiny_config):
+    # The binary's FewshotEvaluator raises the same errors (the class, the count, what is
+    # available): the training run stops with them before writing anything.
+    from training.train import train_and_evaluate
+
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match="fewshot_shots must be comma-separated positive"):
+        train_and_evaluate(tiny_config(tfds_data_dir, fewshot_dataset="digits",
+                                       fewshot_shots="1,x"), str(workdir))
+    with pytest.raises(ValueError, match="500-shot evaluation needs 500 training examples"):
+        train_and_evaluate(tiny_config(tfds_data_dir, fewshot_dataset="digits",
+                                       fewshot_shots="500"), str(workdir))
+    assert not workdir.exists()
