@@ -323,13 +323,6 @@ def _read_member(archive, info, path, key):
         raise ValueError(
             f"{path!r}: array {key!r} cannot be read, the file is damaged or truncated ({exc})"
         ) from None
-    if array.dtype.kind != "f":
-        hint = " (bfloat16 arrays read as raw bytes: convert them to float32)" if (
-            array.dtype.kind == "V" and array.dtype.itemsize == 2) else ""
-        raise ValueError(
-            f"{path!r}: array {key!r} has dtype {array.dtype}; expected floating-point "
-            f"weights{hint}"
-        )
     return array
 
 
@@ -530,6 +523,15 @@ def load_npz(model, path):
         for key, shape in zip(p.keys, p.checkpoint_shapes()):
             if key not in canonical:
                 fail(f"key {key!r} (expected shape {shape}) is missing from the file")
+            array = canonical[key]
+            if array.dtype.kind != "f":
+                # ml_dtypes' bfloat16 is stored as 2-byte void, as NumPy has no such type.
+                hint = " (bfloat16 saved as raw bytes? convert it to float32)" if (
+                    array.dtype.kind == "V" and array.dtype.itemsize == 2) else ""
+                fail(
+                    f"key {sources[key]!r} has dtype {array.dtype}, expected floating-point "
+                    f"weights{hint}"
+                )
     expected_keys = {k for p in params for k in p.keys}
     for key in canonical:
         if key not in expected_keys and key not in to_drop:
