@@ -405,42 +405,93 @@ def _rename_block_modules(key, mapping):
 # --------------------------------------------------------------------------- describing
 
 
-def _describe(shapes):
-    """Which model a dict of original-layout shapes looks like, in words."""
+def _infer(shapes):
+    """The `keras_vit.ViT` arguments a dict of original-layout shapes implies, where it can tell.
+
+    Returns:
+        dict with, where known: `variant` ("B/16", or None when no size of
+        `keras_vit.variants.SIZES` matches), `patch_size`, `hidden_dim`, `depth`, `num_heads`,
+        `mlp_dim`, `pooling`, `image_size` (None for a non-square grid), `representation_size`
+        (None without pre-logits) and `num_classes` (None without a head).
+    """
+    info = {}
     embedding = shapes.get("embedding/kernel")
     blocks = {int(m.group(1)) for k in shapes if (m := _BLOCK_RE.match(k))}
     query = shapes.get("Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel")
     mlp = shapes.get("Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel")
-    parts = []
     if embedding is not None and len(embedding) == 4 and query and len(query) == 3 and mlp:
-        width, depth, heads, mlp_dim = embedding[3], len(blocks), query[1], mlp[1]
-        patch = embedding[0]
-        sizes = [
-            size for size, spec in variants.SIZES.items()
-            if (spec["hidden_dim"], spec["depth"], spec["mlp_dim"], spec["num_heads"])
-            == (width, depth, mlp_dim, heads)
-        ]
-        dims = f"width {width}, depth {depth}, {heads} heads, MLP {mlp_dim}"
-        if sizes:
-            parts.append(f"{sizes[0]}/{patch} ({dims})")
-        else:
-            parts.append(
-                f"a ViT with patch {patch}, {dims} (no size of keras_vit.variants.SIZES)"
-            )
+        dims = dict(hidden_dim=embedding[3], depth=len(blocks), mlp_dim=mlp[1],
+                    num_heads=query[1])
+        sizes = [size for size, spec in variants.SIZES.items() if spec == dims]
+        info.update(variant=f"{sizes[0]}/{embedding[0]}" if sizes else None,
+                    patch_size=embedding[0], **dims)
         prefix = 1 if "cls" in shapes else 0
-        parts.append(f"pooling {'token' if prefix else 'gap'!r}")
+        info["pooling"] = "token" if prefix else "gap"
         posemb = shapes.get(_POSEMB)
+        info["image_size"] = None
         if posemb is not None and len(posemb) == 3:
             side = math.isqrt(max(posemb[1] - prefix, 0))
-            if side * side == posemb[1] - prefix and side:
-                parts.append(f"{side * patch}x{side * patch} images")
+            if side and side * side == posemb[1] - prefix:
+                info["image_size"] = side * embedding[0]
+    pre_logits = shapes.get("pre_logits/kernel")
+    info["representation_size"] = pre_logits[-1] if pre_logits else None
+    head = shapes.get("head/kernel")
+    info["num_classes"] = head[-1] if head else None
+    return info
+
+
+def _describe(shapes):
+    """Which model a dict of original-layout shapes looks like, in words."""
+    info = _infer(shapes)
+    parts = []
+    if "variant" in info:
+        dims = (f"width {info['hidden_dim']}, depth {info['depth']}, {info['num_heads']} "
+                f"heads, MLP {info['mlp_dim']}")
+        if info["variant"]:
+            parts.append(f"{info['variant']} ({dims})")
+        else:
+            parts.append(f"a ViT with patch {info['patch_size']}, {dims} (no size of "
+                         f"keras_vit.variants.SIZES)")
+        parts.append(f"pooling {info['pooling']!r}")
+        if info["image_size"]:
+            parts.append(f"{info['image_size']}x{info['image_size']} images")
     else:
         parts.append("no keras_vit variant (its embedding or first block is missing)")
-    if "pre_logits/kernel" in shapes:
-        parts.append(f"representation_size {shapes['pre_logits/kernel'][-1]}")
-    if "head/kernel" in shapes:
-        parts.append(f"{shapes['head/kernel'][-1]} classes")
+    if info["representation_size"]:
+        parts.append(f"representation_size {info['representation_size']}")
+    if info["num_classes"]:
+        parts.append(f"{info['num_classes']} classes")
     return ", ".join(parts)
+
+
+def inspect_npz(path):
+    """Reads a checkpoint's layout and the `keras_vit.ViT` arguments its shapes imply.
+
+    Args:
+        path: str or path-like. The `.npz` file.
+
+    Returns:
+        dict: `layout` (str), `description` (str, e.g. `"B/16 (width 768, depth 12, 12 heads,
+        MLP 3072), pooling 'token', 224x224 images, 21843 classes"`) and, where the shapes
+        tell, `variant` (None when no size of `keras_vit.variants.SIZES` matches),
+        `image_size`, `pooling`, `representation_size` and `num_classes` (None where the file
+        has no pre-logits or no head), plus `patch_size`, `hidden_dim`, `depth`, `num_heads`
+        and `mlp_dim`.
+
+    Raises:
+        ValueError: the file is missing, not an `.npz`, damaged, or holds pickled objects.
+
+    Example:
+
+    >>> model = keras_vit.ViT("mu/4", image_size=16, num_classes=10)
+    >>> info = inspect_npz(save_npz(model, os.path.join(tempfile.mkdtemp(), "mu4.npz")))
+    >>> info["variant"], info["image_size"], info["pooling"], info["num_classes"]
+    ('mu/4', 16, 'token', 10)
+    """
+    path = os.fspath(path)
+    canonical, _, layout, _ = _canonicalize(_read_npz(path), path)
+    shapes = {k: tuple(v.shape) for k, v in canonical.items()}
+    return dict(layout=layout, description=_describe(shapes), **_infer(shapes))
 
 
 def _model_shapes(params):

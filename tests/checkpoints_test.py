@@ -643,3 +643,21 @@ def test_not_a_vit_model(tmp_path):
                        r"keras_vit\.ViT: the \.npz layout has no key for its weights "
                        r"\['sequential.*/dense/kernel', 'sequential.*/dense/bias'\]"):
         checkpoints.save_npz(model, tmp_path / "m.npz")
+
+
+def test_inspect_npz(tmp_path):
+    _, arrays = _write_layout(tmp_path, _model(representation_size=8), "big_vision_scanned")
+    path = _save_dict(tmp_path / "scanned.npz", arrays)
+    info = checkpoints.inspect_npz(path)
+    assert info == dict(
+        layout=_LAYOUTS["big_vision_scanned"],
+        description="pico/4 (width 32, depth 2, 4 heads, MLP 64), pooling 'token', 16x16 "
+                    "images, representation_size 8, 10 classes",
+        variant="pico/4", patch_size=4, hidden_dim=32, depth=2, mlp_dim=64, num_heads=4,
+        pooling="token", image_size=16, representation_size=8, num_classes=10)
+    gap = checkpoints.inspect_npz(checkpoints.save_npz(
+        keras_vit.ViT("pico/8", image_size=(16, 24), include_top=False, pooling="gap"),
+        tmp_path / "gap.npz"))
+    # A 2x3 grid is not square: the image size cannot be told from the file.
+    assert (gap["variant"], gap["pooling"], gap["image_size"], gap["num_classes"]) == (
+        "pico/8", "gap", None, None)
