@@ -661,3 +661,14 @@ def test_inspect_npz(tmp_path):
     # A 2x3 grid is not square: the image size cannot be told from the file.
     assert (gap["variant"], gap["pooling"], gap["image_size"], gap["num_classes"]) == (
         "pico/8", "gap", None, None)
+
+
+def test_load_into_mixed_precision_model(tmp_path):
+    source = _model()
+    path = checkpoints.save_npz(source, tmp_path / "m.npz")
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    target = keras_vit.ViT("pico/4", image_size=16, num_classes=10, weights=path)
+    # Variables stay float32 under mixed precision: the load is still exact.
+    for a, b in zip(_weights(source), _weights(target)):
+        assert b.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
