@@ -516,6 +516,16 @@ def test_missing_key(tmp_path):
         checkpoints.load_npz(_model(), path)
 
 
+def test_missing_key_of_another_layout_names_the_original_key(tmp_path):
+    _, arrays = _write_layout(tmp_path, _model(), "big_vision")
+    del arrays["params/Transformer/encoderblock_1/MlpBlock_0/Dense_1/bias"]
+    path = _save_dict(tmp_path / "missing.npz", arrays)
+    with pytest.raises(ValueError, match=r"key 'Transformer/encoderblock_1/MlpBlock_3/Dense_1/"
+                       r"bias' \(named as in the original layout\) \(expected shape \(32,\)\) "
+                       r"is missing from the file"):
+        checkpoints.load_npz(_model(), path)
+
+
 def test_unexpected_key(tmp_path):
     arrays = dict(np.load(checkpoints.save_npz(_model(), tmp_path / "m.npz")))
     arrays["Transformer/encoderblock_0/extra/kernel"] = np.zeros(3, "float32")

@@ -7,8 +7,9 @@ Reads the paper's released checkpoints (original ViT, big_vision and AugReg layo
 `keras_vit.checkpoints.load_npz`: position embeddings are interpolated to `--image_size`, and a
 head of another class count (or pre-logits the model does not have) is replaced by a
 zero-initialized one, as in the paper's fine-tuning. Unset model flags take the checkpoint's
-values (pre-logits only when the class count stays the same), so `--npz=IN --output=OUT` alone converts the file unchanged. Prints what it loaded,
-resized and dropped. The `.keras` file appears complete or not at all.
+values (pre-logits only when the class count stays the same), so `--npz=IN --output=OUT`
+alone converts the file unchanged. Prints what it loaded, resized and dropped. The `.keras`
+file appears complete or not at all.
 """
 
 import logging
