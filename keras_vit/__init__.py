@@ -3,9 +3,9 @@
 Runs on the TensorFlow, JAX and PyTorch backends.
 """
 
-from keras_vit import fewshot, finetune, inspect, layers, variants
+from keras_vit import checkpoints, fewshot, finetune, inspect, layers, variants
 from keras_vit.vit import ViT
 
 __version__ = "0.1.0"
 
-__all__ = ["ViT", "fewshot", "finetune", "inspect", "layers", "variants"]
+__all__ = ["ViT", "checkpoints", "fewshot", "finetune", "inspect", "layers", "variants"]

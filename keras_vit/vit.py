@@ -4,7 +4,7 @@ import os
 
 import keras
 
-from keras_vit import variants
+from keras_vit import checkpoints, variants
 from keras_vit.layers import (
     ClassToken,
     PatchEmbedding,
@@ -66,11 +66,12 @@ def ViT(
             features after the final LayerNorm. Defaults to True.
         weights: None or a path to a `.weights.h5` file of the same
             architecture, or to a `.keras` model of the same variant and
-            pooling. A `.keras` model saved at another resolution or with
-            another head is adapted as `keras_vit.finetune.adapt` does:
-            position embeddings interpolated, and when the classes (or the
-            pre-logits layer) differ, a zero-initialized head. Defaults to
-            None (random init).
+            pooling, or to a released `.npz` checkpoint
+            (`keras_vit.checkpoints.load_npz`). A `.keras` model or `.npz`
+            checkpoint saved at another resolution or with another head is
+            adapted as `keras_vit.finetune.adapt` does: position embeddings
+            interpolated, and when the classes (or the pre-logits layer)
+            differ, a zero-initialized head. Defaults to None (random init).
         name: str or None. Model name. Defaults to e.g. `"vit_b16"`.
         num_channels: int. Channels of the input images. Defaults to 3.
         approximate_gelu: bool. Tanh approximation of GELU (as the
@@ -164,7 +165,7 @@ def ViT(
 
 
 def load_weights(model, path):
-    """Fills `model` from a `.weights.h5` file or a `.keras` model file.
+    """Fills `model` from a `.weights.h5`, `.keras` or released `.npz` file.
 
     A `.keras` model of another input size or class count is adapted to
     `model` first (`keras_vit.finetune.adapt`).
@@ -179,6 +180,9 @@ def load_weights(model, path):
     if path.endswith(".weights.h5"):
         model.load_weights(path)
         return
+    if path.endswith(".npz"):
+        checkpoints.load_npz(model, path)
+        return
     if path.endswith(".keras"):
         source = keras.saving.load_model(path, compile=False)
         if _weight_shapes(source) != _weight_shapes(model):
@@ -187,7 +191,7 @@ def load_weights(model, path):
         return
     raise ValueError(
         f"Unsupported weights file {path!r}: expected a '.weights.h5' or "
-        f"'.keras' path"
+        f"'.keras' path, or a released '.npz' checkpoint"
     )
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit import fewshot, finetune, inspect, interpolation, variants, vit
+from keras_vit import checkpoints, fewshot, finetune, inspect, interpolation, variants, vit
 from keras_vit.layers import (
     class_token,
     patch_embedding,
@@ -15,7 +15,7 @@ from keras_vit.layers import (
     transformer_block,
 )
 
-MODULES = [variants, vit, finetune, fewshot, inspect, interpolation, class_token, patch_embedding, pooling,
+MODULES = [variants, vit, checkpoints, finetune, fewshot, inspect, interpolation, class_token, patch_embedding, pooling,
            position_embedding, transformer_block]
 
 

@@ -2,7 +2,8 @@
 
 `python -m training.train` calls `define_training_flags()`, `python -m training.export` calls
 `define_export_flags()` (`training.inspect`: `define_inspect_flags()`, `training.fewshot`:
-`define_fewshot_flags()`), each before `app.run`; library code never reads flags. Training flags
+`define_fewshot_flags()`, `training.convert`: `define_convert_flags()`), each before
+`app.run`; library code never reads flags. Training flags
 mirror the fields of `training.config.Config` one to one, and take their defaults from it, so
 `python -m training.train --workdir=DIR` and `train_and_evaluate(Config(), DIR)` are the same run.
 """
@@ -208,3 +209,32 @@ def define_fewshot_flags():
     _define_once("integer", "batch_size", 256, "Images per forward pass.")
     _define_once("string", "output", None, "Optional JSON file to write the results into.")
     flags.mark_flags_as_required(["model", "dataset"])
+
+
+def define_convert_flags():
+    """Defines the flags of `python -m training.convert` (idempotent).
+
+    The model flags share their names with the training binary's; each binary runs in its own
+    process, and here they default to None: the value the checkpoint's shapes imply.
+    """
+    if "npz" in FLAGS:
+        return
+    flags.DEFINE_string("npz", None, "Released checkpoint (.npz) to convert: the original ViT, "
+                        "big_vision or AugReg layout.")
+    flags.DEFINE_string("output", None, "The .keras model file to write.")
+    flags.mark_flags_as_required(["npz", "output"])
+    model_flags = (
+        ("variant", flags.DEFINE_string, "keras_vit variant SIZE/PATCH; unset: the checkpoint's."),
+        ("image_size", flags.DEFINE_integer, "Image side of the model (position embeddings are "
+         "interpolated); unset: the checkpoint's."),
+        ("num_classes", flags.DEFINE_integer, "Classes of the model's head: another count than "
+         "the checkpoint's gets a zero-initialized head; unset: the checkpoint's."),
+        ("representation_size", flags.DEFINE_integer, "Width of the pre-logits layer; 0: none "
+         "(the checkpoint's is dropped); unset: the checkpoint's if --num_classes is too, "
+         "else none (the paper's fine-tuning)."),
+    )
+    for name, define, help_text in model_flags:
+        if name not in FLAGS:
+            define(name, None, help_text)
+    if "pooling" not in FLAGS:
+        flags.DEFINE_enum("pooling", None, POOLINGS, "'token' or 'gap'; unset: the checkpoint's.")

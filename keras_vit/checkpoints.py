@@ -1,0 +1,716 @@
+"""The paper's released `.npz` checkpoints <-> keras_vit models, safely and exactly.
+
+The original JAX/Flax code ([vision_transformer](https://github.com/google-research/vision_transformer))
+publishes its ImageNet-21k, JFT and AugReg weights as NumPy `.npz` archives, one array per
+parameter, named by its path in the Flax tree with `/` separators. This module maps those names
+onto a `keras_vit.ViT` model (`load_npz`) and back (`save_npz`, the loader's exact inverse).
+
+The original ("vit") layout, D the width, P the patch, N the number of patches:
+
+    embedding/{kernel (P, P, C, D), bias (D,)}       cls (1, 1, D)
+    Transformer/posembed_input/pos_embedding (1, 1 + N, D)
+    Transformer/encoderblock_{i}/LayerNorm_0/{scale, bias}                  before attention
+    Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/{query,key,value}/kernel
+        (D, heads, D/heads), .../bias (heads, D/heads), .../out/kernel (heads, D/heads, D),
+        .../out/bias (D,)
+    Transformer/encoderblock_{i}/LayerNorm_2/{scale, bias}                  before the MLP
+    Transformer/encoderblock_{i}/MlpBlock_3/Dense_{0,1}/{kernel, bias}
+    Transformer/encoder_norm/{scale, bias}   [pre_logits/{kernel, bias}]   head/{kernel, bias}
+
+Variants found in released files, each detected from the keys and mapped onto that layout:
+
+- `opt/target/` prefix: early files saved the optimizer's target tree. Arrays outside the
+  prefix (optimizer state) are ignored, and reported.
+- Linen names (`MultiHeadDotProductAttention_0`, `LayerNorm_1`, `MlpBlock_0`): the released
+  files were written by pre-Linen Flax, which numbered a block's submodules with one counter
+  (LayerNorm_0, MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3); Linen counts per
+  module type, so files written later (AugReg, big_vision) carry the other names.
+- big_vision: a `params/` prefix; a top-level `pos_embedding` (1, N, D) with no row for the
+  [class] token, because big_vision adds the position embeddings before prepending it. A zero
+  row makes the two computations identical: the token then enters the encoder as `cls + 0`.
+- Scanned blocks (big_vision with `scan=True`): one `Transformer/encoderblock/...` tree whose
+  arrays carry a leading depth axis.
+- Mean-pooled ("gap") models: no `cls`, and no [class] row in the position embeddings.
+
+On load, position embeddings of another grid are resized with
+`keras_vit.finetune.resize_position_embeddings` (the model's own interpolation settings), and a
+head of another class count, or a pre-logits layer the model lacks, is dropped and the model's
+head set to zeros, the paper's fine-tuning recipe (Section 3.2). Same shapes load bit for bit.
+
+Every parameter tensor is described once, as a `_Param` pairing checkpoint keys with one model
+variable and a pair of pure reshaping functions (checkpoint -> model and back), so loading,
+saving, the expected shapes in error messages and the coverage check all use the same table.
+A hybrid (ResNet + ViT) stem only needs one more function in `_BACKBONE_PARAM_GROUPS` returning
+its `_Param`s (keys `conv_root/kernel`, `gn_root/{scale,bias}`, `block{s}/unit{u}/...`,
+`conv_proj/kernel`, `gn_proj/{scale,bias}`; old files store GroupNorm scales as (1, 1, 1, C),
+which its `to_model` would squeeze).
+"""
+
+import dataclasses
+import logging
+import math
+import os
+import re
+import tempfile
+import zipfile
+
+import keras
+import numpy as np
+
+from keras_vit import finetune, variants
+from keras_vit.layers import (
+    ClassToken,
+    PatchEmbedding,
+    PositionEmbedding,
+    TransformerBlock,
+)
+
+LAYOUTS = ("vit", "big_vision")
+
+_POSEMB = "Transformer/posembed_input/pos_embedding"
+_HEAD_KEYS = ("head/kernel", "head/bias")
+_PRE_LOGITS_KEYS = ("pre_logits/kernel", "pre_logits/bias")
+_BLOCK_RE = re.compile(r"^Transformer/encoderblock_(\d+)/")
+_SCANNED = "Transformer/encoderblock/"
+# Linen name -> pre-Linen name of a block's submodules (see the module docstring).
+_LINEN_TO_ORIGINAL = {
+    "MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1",
+    "LayerNorm_1": "LayerNorm_2",
+    "MlpBlock_0": "MlpBlock_3",
+}
+_ORIGINAL_TO_LINEN = {v: k for k, v in _LINEN_TO_ORIGINAL.items()}
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class LoadSummary:
+    """What `load_npz` did: the layout it read and what it loaded, resized and dropped.
+
+    Attributes:
+        path: str. The file read.
+        layout: str. The layout detected, e.g. `"original ViT"` or
+            `"big_vision (prefix 'params/', scanned blocks)"`.
+        loaded: list of str. Checkpoint keys (in the original layout) loaded unchanged.
+        resized: list of (key, shape in the file, shape loaded).
+        dropped: list of str. Checkpoint keys not loaded (a replaced head).
+        zero_initialized: list of str. Model weights set to zeros (a new head).
+        ignored: list of str. Arrays outside the parameter tree (optimizer state).
+    """
+
+    path: str
+    layout: str
+    loaded: list = dataclasses.field(default_factory=list)
+    resized: list = dataclasses.field(default_factory=list)
+    dropped: list = dataclasses.field(default_factory=list)
+    zero_initialized: list = dataclasses.field(default_factory=list)
+    ignored: list = dataclasses.field(default_factory=list)
+
+    def lines(self):
+        """The summary as short lines for a log or a terminal."""
+        out = [
+            f"Loaded {len(self.loaded)} arrays from {self.path} ({self.layout} layout)."
+        ]
+        for key, old, new in self.resized:
+            out.append(f"Resized {key}: {old} -> {new}.")
+        if self.dropped:
+            out.append(f"Dropped {', '.join(self.dropped)}.")
+        if self.zero_initialized:
+            out.append(f"Zero-initialized {', '.join(self.zero_initialized)}.")
+        if self.ignored:
+            out.append(
+                f"Ignored {len(self.ignored)} arrays outside the parameters "
+                f"(e.g. {self.ignored[0]})."
+            )
+        return out
+
+    def __str__(self):
+        return "\n".join(self.lines())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Param:
+    """Checkpoint keys <-> one model variable.
+
+    `to_model(*arrays)` turns the arrays of `keys` into the variable's value; `from_model(value)`
+    returns them back, in the order of `keys`. Both only reshape, so they are exact inverses.
+    """
+
+    keys: tuple
+    variable: object
+    to_model: object
+    from_model: object
+
+    def checkpoint_shapes(self):
+        # np.zeros is lazily allocated, so this costs nothing for large kernels.
+        arrays = self.from_model(np.zeros(self.variable.shape, "float32"))
+        return [tuple(a.shape) for a in arrays]
+
+
+def _identity(key, variable):
+    return _Param((key,), variable, lambda a: a, lambda v: (v,))
+
+
+def _dense(prefix, layer):
+    return [_identity(f"{prefix}/kernel", layer.kernel), _identity(f"{prefix}/bias", layer.bias)]
+
+
+def _layer_norm(prefix, layer):
+    return [_identity(f"{prefix}/scale", layer.gamma), _identity(f"{prefix}/bias", layer.beta)]
+
+
+def _attention_params(prefix, block):
+    width, heads = block.hidden_dim, block.num_heads
+    head_dim = width // heads
+    names = ("query", "key", "value")
+    # The fused kernel's output column s * D + h * head_dim + d is head h, channel d of
+    # q (s=0), k (s=1) or v (s=2): the order in which TransformerBlock splits it.
+    qkv_kernel = _Param(
+        tuple(f"{prefix}/{n}/kernel" for n in names),
+        block.qkv.kernel,
+        lambda q, k, v: np.concatenate([a.reshape(width, width) for a in (q, k, v)], axis=1),
+        lambda fused: tuple(fused.reshape(width, 3, heads, head_dim).transpose(1, 0, 2, 3)),
+    )
+    qkv_bias = _Param(
+        tuple(f"{prefix}/{n}/bias" for n in names),
+        block.qkv.bias,
+        lambda q, k, v: np.concatenate([a.reshape(width) for a in (q, k, v)]),
+        lambda fused: tuple(fused.reshape(3, heads, head_dim)),
+    )
+    out_kernel = _Param(
+        (f"{prefix}/out/kernel",),
+        block.attention_output.kernel,
+        lambda a: a.reshape(width, width),
+        lambda v: (v.reshape(heads, head_dim, width),),
+    )
+    return [qkv_kernel, qkv_bias, out_kernel,
+            _identity(f"{prefix}/out/bias", block.attention_output.bias)]
+
+
+def _find_layer(model, name, cls=None):
+    try:
+        layer = model.get_layer(name)
+    except ValueError:
+        return None
+    if cls is not None and not isinstance(layer, cls):
+        return None
+    return layer
+
+
+def _embedding_params(model):
+    """The patch embedding, [class] token and position embeddings."""
+    params = []
+    patches = _find_layer(model, "patch_embedding", PatchEmbedding)
+    if patches is not None:
+        params += _dense("embedding", patches.projection)
+    token = _find_layer(model, "class_token", ClassToken)
+    if token is not None:
+        params.append(_identity("cls", token.token))
+    posemb = _find_layer(model, "position_embedding", PositionEmbedding)
+    if posemb is not None:
+        params.append(_identity(_POSEMB, posemb.embeddings))
+    return params
+
+
+def _encoder_params(model):
+    """The Transformer blocks, in order, and the final LayerNorm."""
+    params = []
+    blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
+    for i, block in enumerate(blocks):
+        prefix = f"Transformer/encoderblock_{i}"
+        params += _layer_norm(f"{prefix}/LayerNorm_0", block.attention_norm)
+        params += _attention_params(f"{prefix}/MultiHeadDotProductAttention_1", block)
+        params += _layer_norm(f"{prefix}/LayerNorm_2", block.mlp_norm)
+        params += _dense(f"{prefix}/MlpBlock_3/Dense_0", block.mlp_dense_1)
+        params += _dense(f"{prefix}/MlpBlock_3/Dense_1", block.mlp_dense_2)
+    norm = _find_layer(model, "encoder_norm", keras.layers.LayerNormalization)
+    if norm is not None:
+        params += _layer_norm("Transformer/encoder_norm", norm)
+    return params
+
+
+# Functions model -> list of `_Param`, together covering every weight of the backbone (a model
+# lacking a part gives []). A hybrid model's ResNet stem adds one function here.
+_BACKBONE_PARAM_GROUPS = (_embedding_params, _encoder_params)
+
+
+def _head_params(model):
+    """(pre-logits params, head params) of the model; empty lists where it has none."""
+    dense = keras.layers.Dense
+    pre_logits = _find_layer(model, "pre_logits", dense)
+    head = _find_layer(model, "head", dense)
+    return (
+        _dense("pre_logits", pre_logits) if pre_logits is not None else [],
+        _dense("head", head) if head is not None else [],
+    )
+
+
+def _model_params(model):
+    """All `_Param`s of the model; ValueError if some weight has no checkpoint key."""
+    backbone = [p for group in _BACKBONE_PARAM_GROUPS for p in group(model)]
+    pre_logits, head = _head_params(model)
+    params = backbone + pre_logits + head
+    covered = {id(p.variable) for p in params}
+    uncovered = [w.path for w in model.weights if id(w) not in covered]
+    if uncovered or not backbone:
+        raise ValueError(
+            f"Model {model.name!r} is not a ViT built by keras_vit.ViT: the .npz layout has no "
+            f"key for its weights {uncovered[:5]}"
+        )
+    return backbone, pre_logits, head
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def _read_npz(path):
+    """Reads every array of an `.npz` file without ever unpickling anything.
+
+    Returns:
+        dict key -> np.ndarray.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"Checkpoint file {path!r} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path!r} is not an .npz file: it is not a zip archive (a truncated download, or "
+            f"another format)"
+        )
+    arrays = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                name = info.filename
+                if not name.endswith(".npy"):
+                    raise ValueError(
+                        f"{path!r} is not an .npz file: member {name!r} is not a .npy array"
+                    )
+                key = name[: -len(".npy")]
+                arrays[key] = _read_member(archive, info, path, key)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{path!r} is a damaged zip archive: {exc}") from None
+    if not arrays:
+        raise ValueError(f"{path!r} holds no arrays")
+    return arrays
+
+
+def _read_member(archive, info, path, key):
+    # The header is read first so that an object array is refused by its dtype before
+    # np.lib.format would ever reach its pickled payload.
+    try:
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                _, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                _, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f".npy format version {version} is not supported")
+        if dtype.hasobject:
+            raise _Refused(
+                f"{path!r}: array {key!r} holds pickled Python objects (dtype {dtype}); "
+                f"refusing to unpickle it, as unpickling can run arbitrary code. A checkpoint "
+                f"holds numeric arrays only"
+            )
+        with archive.open(info) as f:
+            array = np.lib.format.read_array(f, allow_pickle=False)
+    except _Refused as exc:
+        raise ValueError(str(exc)) from None
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"{path!r}: array {key!r} cannot be read, the file is damaged or truncated ({exc})"
+        ) from None
+    return array
+
+
+class _Refused(Exception):
+    pass
+
+
+def _canonicalize(arrays, path):
+    """Maps a file's arrays to the original layout.
+
+    Returns:
+        (canonical: dict key -> array, sources: dict key -> the file's key, layout: str,
+        ignored: list of the file's keys outside the parameters).
+    """
+    notes = []
+    prefix = ""
+    for candidate in ("opt/target/", "params/"):
+        if any(k.startswith(candidate) for k in arrays):
+            prefix = candidate
+            notes.append(f"prefix {candidate!r}")
+            break
+    ignored = sorted(k for k in arrays if not k.startswith(prefix))
+    items = {k[len(prefix):]: (k, v) for k, v in arrays.items() if k.startswith(prefix)}
+
+    scanned = {k: kv for k, kv in items.items() if k.startswith(_SCANNED)}
+    if scanned:
+        if any(_BLOCK_RE.match(k) for k in items):
+            raise ValueError(
+                f"{path!r} holds both scanned ({_SCANNED}...) and per-block "
+                f"(Transformer/encoderblock_N/...) arrays"
+            )
+        depths = {v.shape[0] if v.ndim else 0 for _, v in scanned.values()}
+        if len(depths) != 1 or 0 in depths:
+            shapes = {k: v.shape for k, v in scanned.values()}
+            raise ValueError(
+                f"{path!r}: the scanned block arrays must share a leading depth axis, found "
+                f"shapes {shapes}"
+            )
+        (depth,) = depths
+        for key, (source, value) in scanned.items():
+            del items[key]
+            rest = key[len(_SCANNED):]
+            for i in range(depth):
+                items[f"Transformer/encoderblock_{i}/{rest}"] = (f"{source}[{i}]", value[i])
+        notes.append(f"{depth} scanned blocks")
+
+    linen = any(
+        _BLOCK_RE.match(k) and "/MultiHeadDotProductAttention_0/" in k for k in items
+    )
+    if linen:
+        items = {_rename_block_modules(k, _LINEN_TO_ORIGINAL): kv for k, kv in items.items()}
+        notes.append("Linen module names")
+
+    big_vision_posemb = "pos_embedding" in items
+    if big_vision_posemb:
+        if _POSEMB in items:
+            raise ValueError(f"{path!r} holds both 'pos_embedding' and {_POSEMB!r}")
+        source, posemb = items.pop("pos_embedding")
+        if "cls" in items and posemb.ndim == 3:
+            posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
+            notes.append("zero [class] row added to pos_embedding")
+        items[_POSEMB] = (source, posemb)
+
+    name = "big_vision" if (prefix == "params/" or scanned or big_vision_posemb) else (
+        "original ViT")
+    layout = f"{name} ({', '.join(notes)})" if notes else name
+    canonical = {k: v for k, (_, v) in items.items()}
+    sources = {k: s for k, (s, _) in items.items()}
+    return canonical, sources, layout, ignored
+
+
+def _rename_block_modules(key, mapping):
+    if not _BLOCK_RE.match(key):
+        return key
+    parts = key.split("/")
+    parts[2] = mapping.get(parts[2], parts[2])
+    return "/".join(parts)
+
+
+# --------------------------------------------------------------------------- describing
+
+
+def _infer(shapes):
+    """The `keras_vit.ViT` arguments a dict of original-layout shapes implies, where it can tell.
+
+    Returns:
+        dict with, where known: `variant` ("B/16", or None when no size of
+        `keras_vit.variants.SIZES` matches), `patch_size`, `hidden_dim`, `depth`, `num_heads`,
+        `mlp_dim`, `pooling`, `image_size` (None for a non-square grid), `representation_size`
+        (None without pre-logits) and `num_classes` (None without a head).
+    """
+    info = {}
+    embedding = shapes.get("embedding/kernel")
+    blocks = {int(m.group(1)) for k in shapes if (m := _BLOCK_RE.match(k))}
+    query = shapes.get("Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel")
+    mlp = shapes.get("Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel")
+    if embedding is not None and len(embedding) == 4 and query and len(query) == 3 and mlp:
+        dims = dict(hidden_dim=embedding[3], depth=len(blocks), mlp_dim=mlp[1],
+                    num_heads=query[1])
+        sizes = [size for size, spec in variants.SIZES.items() if spec == dims]
+        info.update(variant=f"{sizes[0]}/{embedding[0]}" if sizes else None,
+                    patch_size=embedding[0], **dims)
+        prefix = 1 if "cls" in shapes else 0
+        info["pooling"] = "token" if prefix else "gap"
+        posemb = shapes.get(_POSEMB)
+        info["image_size"] = None
+        if posemb is not None and len(posemb) == 3:
+            side = math.isqrt(max(posemb[1] - prefix, 0))
+            if side and side * side == posemb[1] - prefix:
+                info["image_size"] = side * embedding[0]
+    pre_logits = shapes.get("pre_logits/kernel")
+    info["representation_size"] = pre_logits[-1] if pre_logits else None
+    head = shapes.get("head/kernel")
+    info["num_classes"] = head[-1] if head else None
+    return info
+
+
+def _describe(shapes):
+    """Which model a dict of original-layout shapes looks like, in words."""
+    info = _infer(shapes)
+    parts = []
+    if "variant" in info:
+        dims = (f"width {info['hidden_dim']}, depth {info['depth']}, {info['num_heads']} "
+                f"heads, MLP {info['mlp_dim']}")
+        if info["variant"]:
+            parts.append(f"{info['variant']} ({dims})")
+        else:
+            parts.append(f"a ViT with patch {info['patch_size']}, {dims} (no size of "
+                         f"keras_vit.variants.SIZES)")
+        parts.append(f"pooling {info['pooling']!r}")
+        if info["image_size"]:
+            parts.append(f"{info['image_size']}x{info['image_size']} images")
+    else:
+        parts.append("no keras_vit variant (its embedding or first block is missing)")
+    if info["representation_size"]:
+        parts.append(f"representation_size {info['representation_size']}")
+    if info["num_classes"]:
+        parts.append(f"{info['num_classes']} classes")
+    return ", ".join(parts)
+
+
+def inspect_npz(path):
+    """Reads a checkpoint's layout and the `keras_vit.ViT` arguments its shapes imply.
+
+    Args:
+        path: str or path-like. The `.npz` file.
+
+    Returns:
+        dict: `layout` (str), `description` (str, e.g. `"B/16 (width 768, depth 12, 12 heads,
+        MLP 3072), pooling 'token', 224x224 images, 21843 classes"`) and, where the shapes
+        tell, `variant` (None when no size of `keras_vit.variants.SIZES` matches),
+        `image_size`, `pooling`, `representation_size` and `num_classes` (None where the file
+        has no pre-logits or no head), plus `patch_size`, `hidden_dim`, `depth`, `num_heads`
+        and `mlp_dim`.
+
+    Raises:
+        ValueError: the file is missing, not an `.npz`, damaged, or holds pickled objects.
+
+    Example:
+
+    >>> model = keras_vit.ViT("mu/4", image_size=16, num_classes=10)
+    >>> info = inspect_npz(save_npz(model, os.path.join(tempfile.mkdtemp(), "mu4.npz")))
+    >>> info["variant"], info["image_size"], info["pooling"], info["num_classes"]
+    ('mu/4', 16, 'token', 10)
+    """
+    path = os.fspath(path)
+    canonical, _, layout, _ = _canonicalize(_read_npz(path), path)
+    shapes = {k: tuple(v.shape) for k, v in canonical.items()}
+    return dict(layout=layout, description=_describe(shapes), **_infer(shapes))
+
+
+def _model_shapes(params):
+    return {k: s for p in params for k, s in zip(p.keys, p.checkpoint_shapes())}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_npz(model, path):
+    """Fills a `keras_vit.ViT` model from a released `.npz` checkpoint.
+
+    Reads the original ViT layout and its variants (`opt/target/` prefix, Linen names,
+    big_vision, scanned blocks, mean-pooled models; see the module docstring). Position
+    embeddings of another grid are resized with `keras_vit.finetune.resize_position_embeddings`
+    using the model's `PositionEmbedding` interpolation settings; a head with another class
+    count, or a pre-logits layer the model lacks, is dropped and the model's head set to zeros
+    (the paper's fine-tuning). Same shapes load bit for bit.
+
+    The file is read with pickling disabled (an array of Python objects is refused, never
+    unpickled). Every new value is computed and checked before the first is assigned: a failed
+    call leaves the model untouched.
+
+    Args:
+        model: a `keras.Model` built by `keras_vit.ViT`.
+        path: str or path-like. The `.npz` file.
+
+    Returns:
+        A `LoadSummary` of what was loaded, resized, dropped and zero-initialized; it is also
+        logged (logger `keras_vit.checkpoints`, level INFO).
+
+    Raises:
+        ValueError: the file is missing, not an `.npz`, damaged or truncated, or holds
+            pickled objects; a key the model needs is missing, a key has no place in the model,
+            or a shape fits neither the model nor a resize (the message names the key, both
+            shapes and the variant the file looks like).
+
+    Example:
+
+    >>> model = keras_vit.ViT("mu/4", image_size=16, num_classes=10)
+    >>> path = save_npz(model, os.path.join(tempfile.mkdtemp(), "mu4.npz"))
+    >>> bigger = keras_vit.ViT("mu/4", image_size=24, num_classes=5)
+    >>> print(load_npz(bigger, path))  # doctest: +ELLIPSIS
+    Loaded 21 arrays from ...mu4.npz (original ViT layout).
+    Resized Transformer/posembed_input/pos_embedding: (1, 17, 32) -> (1, 37, 32).
+    Dropped head/kernel, head/bias.
+    Zero-initialized head/kernel, head/bias.
+    """
+    path = os.fspath(path)
+    backbone, pre_logits, head = _model_params(model)
+    arrays = _read_npz(path)
+    canonical, sources, layout, ignored = _canonicalize(arrays, path)
+    summary = LoadSummary(path=path, layout=layout, ignored=ignored)
+
+    def fail(message):
+        file_desc = _describe({k: tuple(v.shape) for k, v in canonical.items()})
+        model_desc = _describe(_model_shapes(backbone + pre_logits + head))
+        raise ValueError(
+            f"{path}: {message}. The file looks like {file_desc}; the model "
+            f"{model.name!r} is {model_desc}"
+        )
+
+    # Which head keys to load: the paper's fine-tuning drops the pre-training head when the
+    # class count changes, and pre-logits the new model does not have.
+    file_has_pre_logits = any(k in canonical for k in _PRE_LOGITS_KEYS)
+    params = list(backbone) + list(pre_logits)
+    replace_head = False
+    if head:
+        expected = dict(zip(_HEAD_KEYS, _model_shapes(head).values()))
+        found = {k: tuple(canonical[k].shape) for k in _HEAD_KEYS if k in canonical}
+        if (file_has_pre_logits and not pre_logits) or found != expected:
+            replace_head = True
+        else:
+            params += head
+    to_drop = [k for k in _HEAD_KEYS if k in canonical and (replace_head or not head)]
+    if not pre_logits:
+        to_drop += [k for k in _PRE_LOGITS_KEYS if k in canonical]
+
+    for p in params:
+        for key, shape in zip(p.keys, p.checkpoint_shapes()):
+            if key not in canonical:
+                named = "" if layout == "original ViT" else (
+                    " (named as in the original layout)")
+                fail(f"key {key!r}{named} (expected shape {shape}) is missing from the file")
+            array = canonical[key]
+            if array.dtype.kind != "f":
+                # ml_dtypes' bfloat16 is stored as 2-byte void, as NumPy has no such type.
+                hint = " (bfloat16 saved as raw bytes? convert it to float32)" if (
+                    array.dtype.kind == "V" and array.dtype.itemsize == 2) else ""
+                fail(
+                    f"key {sources[key]!r} has dtype {array.dtype}, expected floating-point "
+                    f"weights{hint}"
+                )
+    expected_keys = {k for p in params for k in p.keys}
+    for key in canonical:
+        if key not in expected_keys and key not in to_drop:
+            fail(
+                f"unexpected key {sources[key]!r} of shape {tuple(canonical[key].shape)}: the "
+                f"model expects no such key"
+            )
+
+    assignments = []
+    posemb_layer = _find_layer(model, "position_embedding", PositionEmbedding)
+    for p in params:
+        found = [canonical[k] for k in p.keys]
+        for key, array, shape in zip(p.keys, found, p.checkpoint_shapes()):
+            if tuple(array.shape) == shape:
+                continue
+            if key == _POSEMB and array.ndim == 3 and array.shape[::2] == shape[::2]:
+                found = [_resize_posemb(array, posemb_layer, sources[key], fail)]
+                summary.resized.append((key, tuple(array.shape), shape))
+                continue
+            fail(f"key {sources[key]!r} has shape {tuple(array.shape)}, expected {shape}")
+        value = np.asarray(p.to_model(*found), dtype=p.variable.dtype)
+        assignments.append((p.variable, value))
+        resized = {key for key, _, _ in summary.resized}
+        summary.loaded += [k for k in p.keys if k not in resized]
+    if replace_head:
+        for p in head:
+            assignments.append((p.variable, np.zeros(p.variable.shape, p.variable.dtype)))
+            summary.zero_initialized += list(p.keys)
+    summary.dropped = to_drop
+
+    _assign_all(assignments)
+    for line in summary.lines():
+        _logger.info("%s", line)
+    return summary
+
+
+def _resize_posemb(array, layer, source, fail):
+    try:
+        return finetune.resize_position_embeddings(
+            array,
+            layer.grid_size,
+            num_prefix_tokens=layer.num_prefix_tokens,
+            method=layer.interpolation,
+            antialias=layer.antialias,
+        )
+    except ValueError as exc:
+        fail(f"key {source!r} of shape {tuple(array.shape)} cannot be resized to the model's "
+             f"{layer.grid_size} grid: {exc}")
+
+
+def _assign_all(assignments):
+    """Assigns every value, or, if one assignment fails, restores the earlier ones."""
+    previous = []
+    try:
+        for variable, value in assignments:
+            old = keras.ops.convert_to_numpy(variable)
+            variable.assign(value)
+            previous.append((variable, old))
+    except Exception:
+        for variable, old in reversed(previous):
+            variable.assign(old)
+        raise
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_npz(model, path, *, layout="vit"):
+    """Writes a `keras_vit.ViT` model as an `.npz` checkpoint, the inverse of `load_npz`.
+
+    With `layout="vit"`, the original layout that `load_npz` reads back bit for bit (and
+    `save_npz(load_npz(...))` writes the same arrays). With `layout="big_vision"`: `params/`
+    prefix, Linen names, and a `pos_embedding` without the [class] row, whose value is folded
+    into `cls` (`cls + posemb[0]`, the same input to the encoder), as big_vision's own files.
+
+    The file appears complete or not at all (written under a temporary name, then renamed).
+
+    Args:
+        model: a `keras.Model` built by `keras_vit.ViT`.
+        path: str or path-like. The file to write; written as given (no suffix is added).
+        layout: str. `"vit"` or `"big_vision"`. Defaults to `"vit"`.
+
+    Returns:
+        str: `path`.
+
+    Raises:
+        ValueError: unknown layout, or a model with weights the layout has no key for.
+
+    Example:
+
+    >>> model = keras_vit.ViT("mu/4", image_size=16, num_classes=10, pooling="gap")
+    >>> path = save_npz(model, os.path.join(tempfile.mkdtemp(), "mu4.npz"))
+    >>> arrays = np.load(path)
+    >>> len(arrays), arrays["Transformer/posembed_input/pos_embedding"].shape
+    (23, (1, 16, 32))
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"Unknown layout {layout!r}: expected one of {list(LAYOUTS)}")
+    path = os.fspath(path)
+    backbone, pre_logits, head = _model_params(model)
+    arrays = {}
+    for p in backbone + pre_logits + head:
+        value = keras.ops.convert_to_numpy(p.variable)
+        arrays.update(zip(p.keys, p.from_model(value)))
+    if layout == "big_vision":
+        arrays = _to_big_vision(arrays)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+    )
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path
+
+
+def _to_big_vision(arrays):
+    arrays = {_rename_block_modules(k, _ORIGINAL_TO_LINEN): v for k, v in arrays.items()}
+    posemb = arrays.pop(_POSEMB)
+    if "cls" in arrays:
+        arrays["cls"] = arrays["cls"] + posemb[:, :1]
+        posemb = posemb[:, 1:]
+    arrays["pos_embedding"] = posemb
+    return {f"params/{k}": v for k, v in arrays.items()}
