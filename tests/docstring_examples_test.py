@@ -12,11 +12,13 @@ from keras_vit.layers import (
     patch_embedding,
     pooling,
     position_embedding,
+    resnet,
+    std_conv,
     transformer_block,
 )
 
 MODULES = [variants, vit, finetune, interpolation, class_token, patch_embedding, pooling,
-           position_embedding, transformer_block]
+           position_embedding, resnet, std_conv, transformer_block]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
