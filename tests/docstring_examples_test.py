@@ -18,7 +18,9 @@ from keras_vit.layers import (
 )
 
 MODULES = [variants, vit, finetune, interpolation, class_token, patch_embedding, pooling,
-           position_embedding, resnet, std_conv, transformer_block]
+           position_embedding, transformer_block]
+
+MODULES += [resnet, std_conv]  # the hybrid ViT's ResNet
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
