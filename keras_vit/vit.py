@@ -14,6 +14,7 @@ from keras_vit.layers import (
 )
 from keras_vit.layers.pooling import check_pooling
 from keras_vit.layers.position_embedding import normalize_grid
+from keras_vit.layers.resnet import resnet_stem
 from keras_vit.validation import check_positive_int, check_rate
 
 
@@ -47,9 +48,14 @@ def ViT(
     Args:
         variant: str. `"SIZE/PATCH"`: a size from `keras_vit.variants.SIZES`
             (`mu`, `Ti`, `S`, `M`, `B`, `L`, `H`) and any patch size, e.g.
-            `"B/16"` or `"Ti/4"` for 32x32 images. Defaults to `"B/16"`.
+            `"B/16"` or `"Ti/4"` for 32x32 images. Or a hybrid, whose tokens
+            are the 1x1 patches of a ResNet feature map (Section 3.1):
+            `"R50+SIZE/16"` (ResNet-50 units (3, 4, 9), stride 16),
+            `"R50+SIZE/32"` (units (3, 4, 6, 3), stride 32) or `"R26+SIZE/32"`
+            (units (2, 2, 2, 2)), e.g. `"R50+B/16"`; or a
+            `keras_vit.variants.VariantSpec`. Defaults to `"B/16"`.
         image_size: int or (height, width). Both must be divisible by the
-            patch size. Defaults to 224.
+            patch size (a hybrid's stride). Defaults to 224.
         num_classes: int. Outputs of the head. Defaults to 1000.
         pooling: str. `"token"` (the [class] token) or `"gap"` (global
             average pooling of the patch tokens, no class token). Defaults
@@ -92,10 +98,15 @@ def ViT(
     spec = variants.parse_variant(variant)
     height, width = normalize_grid(image_size, name="image_size")
     for axis, value in (("height", height), ("width", width)):
-        if value % spec.patch_size != 0:
+        if value % spec.stride != 0:
+            divisor = (
+                f"{spec.stride}, the feature-map stride of hybrid variant"
+                if spec.is_hybrid
+                else f"patch_size {spec.patch_size} of variant"
+            )
             raise ValueError(
                 f"image_size {image_size!r}: {axis} {value} is not divisible "
-                f"by patch_size {spec.patch_size} of variant {variant!r}"
+                f"by {divisor} {spec.name!r}"
             )
     check_pooling(pooling)
     if include_top:
@@ -114,13 +125,14 @@ def ViT(
             f"by num_heads {spec.num_heads}"
         )
 
-    grid = (height // spec.patch_size, width // spec.patch_size)
+    grid = (height // spec.stride, width // spec.stride)
     num_prefix_tokens = 1 if pooling == "token" else 0
 
     images = keras.Input(shape=(height, width, num_channels), name="images")
-    x = PatchEmbedding(spec.patch_size, spec.hidden_dim, name="patch_embedding")(
-        images
-    )
+    x = images
+    if spec.is_hybrid:
+        x = resnet_stem(x, spec.resnet_units, spec.resnet_width)
+    x = PatchEmbedding(spec.patch_size, spec.hidden_dim, name="patch_embedding")(x)
     if num_prefix_tokens:
         x = ClassToken(name="class_token")(x)
     x = PositionEmbedding(
@@ -158,6 +170,12 @@ def ViT(
         )(x)
     if name is None:
         name = f"vit_{spec.size.lower()}{spec.patch_size}"
+        if spec.is_hybrid:
+            # e.g. "vit_r50_b16": Keras names allow no "+" or "/".
+            name = "vit_" + "_".join(
+                "".join(c for c in part if c.isalnum())
+                for part in spec.name.lower().replace("/", "").split("+")
+            )
     model = keras.Model(images, x, name=name)
     if weights is not None:
         load_weights(model, weights)

@@ -12,11 +12,15 @@ from keras_vit.layers import (
     patch_embedding,
     pooling,
     position_embedding,
+    resnet,
+    std_conv,
     transformer_block,
 )
 
 MODULES = [variants, vit, checkpoints, finetune, fewshot, inspect, interpolation, class_token, patch_embedding, pooling,
            position_embedding, transformer_block]
+
+MODULES += [resnet, std_conv]  # the hybrid ViT's ResNet
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -28,3 +28,18 @@ def test_unknown_variants(bad, match):
 def test_every_size_divides_into_its_heads():
     for size, spec in variants.SIZES.items():
         assert spec["hidden_dim"] % spec["num_heads"] == 0, size
+
+
+def test_hybrid_names():
+    spec = variants.parse_variant("R50+B/16")
+    assert (spec.resnet_units, spec.resnet_width, spec.patch_size, spec.stride) == ((3, 4, 9), 64, 1, 16)
+    assert spec.hidden_dim == 768 and spec.name == "R50+B/16" and spec.is_hybrid
+    assert variants.parse_variant("R50+L/32").resnet_units == (3, 4, 6, 3)
+    assert variants.parse_variant(" R26+S/32 ").resnet_units == (2, 2, 2, 2)
+    for name in ("R50+Ti/16", "R50+H/32", "R26+mu/32"):
+        assert variants.parse_variant(name).name == name
+    # A spec is returned as it is; a list of units is stored as a tuple.
+    custom = variants.VariantSpec("mu", 1, 32, 1, 128, 2, resnet_units=[1, 2], resnet_width=32)
+    assert variants.parse_variant(custom) is custom
+    assert custom.resnet_units == (1, 2) and custom.stride == 8
+    assert custom.name == "R[1, 2]w32+mu/8"
