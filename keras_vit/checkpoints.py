@@ -40,10 +40,16 @@ head set to zeros, the paper's fine-tuning recipe (Section 3.2). Same shapes loa
 Every parameter tensor is described once, as a `_Param` pairing checkpoint keys with one model
 variable and a pair of pure reshaping functions (checkpoint -> model and back), so loading,
 saving, the expected shapes in error messages and the coverage check all use the same table.
-A hybrid (ResNet + ViT) stem only needs one more function in `_BACKBONE_PARAM_GROUPS` returning
-its `_Param`s (keys `conv_root/kernel`, `gn_root/{scale,bias}`, `block{s}/unit{u}/...`,
-`conv_proj/kernel`, `gn_proj/{scale,bias}`; old files store GroupNorm scales as (1, 1, 1, C),
-which its `to_model` would squeeze).
+
+Hybrid models (`"R50+B/16"`, ...) add their ResNet at the top level of the tree, beside
+`embedding` (which then embeds 1x1 "patches" of the ResNet's feature map):
+
+    conv_root/kernel (7, 7, C, width)           gn_root/{scale, bias}
+    block{s}/unit{u}/conv{1,2,3}/kernel          block{s}/unit{u}/gn{1,2,3}/{scale, bias}
+    block{s}/unit{u}/conv_proj/kernel            block{s}/unit{u}/gn_proj/{scale, bias}
+
+(s, u 1-based; the projection only in units whose input and output differ). The released
+hybrid files store GroupNorm scales and biases as (1, 1, 1, C); they are read as (C,).
 """
 
 import dataclasses
@@ -58,7 +64,9 @@ import keras
 import numpy as np
 
 from keras_vit import finetune, variants
+from keras_vit.layers.resnet import stem_stride
 from keras_vit.layers import (
+    BottleneckUnit,
     ClassToken,
     PatchEmbedding,
     PositionEmbedding,
@@ -71,6 +79,8 @@ _POSEMB = "Transformer/posembed_input/pos_embedding"
 _HEAD_KEYS = ("head/kernel", "head/bias")
 _PRE_LOGITS_KEYS = ("pre_logits/kernel", "pre_logits/bias")
 _BLOCK_RE = re.compile(r"^Transformer/encoderblock_(\d+)/")
+_RESNET_UNIT_RE = re.compile(r"^block(\d+)/unit(\d+)/")
+_GROUP_NORM_RE = re.compile(r"^(gn_root|block\d+/unit\d+/gn(\d|_proj))/(scale|bias)$")
 _SCANNED = "Transformer/encoderblock/"
 # Linen name -> pre-Linen name of a block's submodules (see the module docstring).
 _LINEN_TO_ORIGINAL = {
@@ -229,9 +239,32 @@ def _encoder_params(model):
     return params
 
 
+def _resnet_params(model):
+    """A hybrid's ResNet: root convolution and GroupNorm, then every bottleneck unit."""
+    params = []
+    root = _find_layer(model, "conv_root")
+    if root is not None:
+        params.append(_identity("conv_root/kernel", root.kernel))
+    norm = _find_layer(model, "gn_root", keras.layers.GroupNormalization)
+    if norm is not None:
+        params += _layer_norm("gn_root", norm)
+    for layer in model.layers:
+        match = re.fullmatch(r"block(\d+)_unit(\d+)", layer.name)
+        if not (match and isinstance(layer, BottleneckUnit)):
+            continue
+        prefix = f"block{match.group(1)}/unit{match.group(2)}"
+        for i in (1, 2, 3):
+            params.append(_identity(f"{prefix}/conv{i}/kernel", getattr(layer, f"conv{i}").kernel))
+            params += _layer_norm(f"{prefix}/gn{i}", getattr(layer, f"gn{i}"))
+        if layer.conv_proj is not None:
+            params.append(_identity(f"{prefix}/conv_proj/kernel", layer.conv_proj.kernel))
+            params += _layer_norm(f"{prefix}/gn_proj", layer.gn_proj)
+    return params
+
+
 # Functions model -> list of `_Param`, together covering every weight of the backbone (a model
-# lacking a part gives []). A hybrid model's ResNet stem adds one function here.
-_BACKBONE_PARAM_GROUPS = (_embedding_params, _encoder_params)
+# lacking a part gives []).
+_BACKBONE_PARAM_GROUPS = (_resnet_params, _embedding_params, _encoder_params)
 
 
 def _head_params(model):
@@ -386,6 +419,16 @@ def _canonicalize(arrays, path):
             notes.append("zero [class] row added to pos_embedding")
         items[_POSEMB] = (source, posemb)
 
+    squeezed = [
+        k for k, (_, v) in items.items()
+        if _GROUP_NORM_RE.match(k) and v.ndim > 1 and all(d == 1 for d in v.shape[:-1])
+    ]
+    for key in squeezed:
+        source, value = items[key]
+        items[key] = (source, value.reshape(value.shape[-1]))
+    if squeezed:
+        notes.append(f"{len(squeezed)} GroupNorm arrays of shape (1, 1, 1, C) read as (C,)")
+
     name = "big_vision" if (prefix == "params/" or scanned or big_vision_posemb) else (
         "original ViT")
     layout = f"{name} ({', '.join(notes)})" if notes else name
@@ -423,8 +466,18 @@ def _infer(shapes):
         dims = dict(hidden_dim=embedding[3], depth=len(blocks), mlp_dim=mlp[1],
                     num_heads=query[1])
         sizes = [size for size, spec in variants.SIZES.items() if spec == dims]
-        info.update(variant=f"{sizes[0]}/{embedding[0]}" if sizes else None,
-                    patch_size=embedding[0], **dims)
+        units, width = _infer_resnet(shapes)
+        stride = embedding[0]
+        if units:
+            stride *= stem_stride(units)
+            spec = variants.VariantSpec(sizes[0] if sizes else "?", embedding[0], **dims,
+                                        resnet_units=units, resnet_width=width)
+            # Only the hybrids of `variants.HYBRID_STAGES` have a name `ViT` parses.
+            variant = spec.name if sizes and "[" not in spec.name else None
+            info.update(resnet_units=units, resnet_width=width)
+        else:
+            variant = f"{sizes[0]}/{embedding[0]}" if sizes else None
+        info.update(variant=variant, patch_size=embedding[0], **dims)
         prefix = 1 if "cls" in shapes else 0
         info["pooling"] = "token" if prefix else "gap"
         posemb = shapes.get(_POSEMB)
@@ -432,12 +485,27 @@ def _infer(shapes):
         if posemb is not None and len(posemb) == 3:
             side = math.isqrt(max(posemb[1] - prefix, 0))
             if side and side * side == posemb[1] - prefix:
-                info["image_size"] = side * embedding[0]
+                info["image_size"] = side * stride
     pre_logits = shapes.get("pre_logits/kernel")
     info["representation_size"] = pre_logits[-1] if pre_logits else None
     head = shapes.get("head/kernel")
     info["num_classes"] = head[-1] if head else None
     return info
+
+
+def _infer_resnet(shapes):
+    """(units per stage, root width) of a hybrid's ResNet keys; ((), None) without them."""
+    root = shapes.get("conv_root/kernel")
+    units = {}
+    for key in shapes:
+        if match := _RESNET_UNIT_RE.match(key):
+            stage, unit = int(match.group(1)), int(match.group(2))
+            units[stage] = max(units.get(stage, 0), unit)
+    if root is None or len(root) != 4 or not units:
+        return (), None
+    if sorted(units) != list(range(1, len(units) + 1)):
+        return (), None
+    return tuple(units[s] for s in sorted(units)), root[3]
 
 
 def _describe(shapes):
@@ -447,11 +515,15 @@ def _describe(shapes):
     if "variant" in info:
         dims = (f"width {info['hidden_dim']}, depth {info['depth']}, {info['num_heads']} "
                 f"heads, MLP {info['mlp_dim']}")
+        resnet = ""
+        if info.get("resnet_units"):
+            resnet = (f", on a ResNet of units {list(info['resnet_units'])} and root width "
+                      f"{info['resnet_width']}")
         if info["variant"]:
-            parts.append(f"{info['variant']} ({dims})")
+            parts.append(f"{info['variant']} ({dims}{resnet})")
         else:
-            parts.append(f"a ViT with patch {info['patch_size']}, {dims} (no size of "
-                         f"keras_vit.variants.SIZES)")
+            parts.append(f"a ViT with patch {info['patch_size']}, {dims}{resnet} (no "
+                         f"variant name of keras_vit.variants)")
         parts.append(f"pooling {info['pooling']!r}")
         if info["image_size"]:
             parts.append(f"{info['image_size']}x{info['image_size']} images")
@@ -476,7 +548,8 @@ def inspect_npz(path):
         tell, `variant` (None when no size of `keras_vit.variants.SIZES` matches),
         `image_size`, `pooling`, `representation_size` and `num_classes` (None where the file
         has no pre-logits or no head), plus `patch_size`, `hidden_dim`, `depth`, `num_heads`
-        and `mlp_dim`.
+        and `mlp_dim`; for a hybrid also `resnet_units` (units per stage) and `resnet_width`
+        (filters of the root convolution).
 
     Raises:
         ValueError: the file is missing, not an `.npz`, damaged, or holds pickled objects.

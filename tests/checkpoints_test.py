@@ -1,5 +1,6 @@
 """Tests of keras_vit/checkpoints.py: the released .npz layouts, loaded exactly and safely."""
 
+import dataclasses
 import os
 import pathlib
 import pickle
@@ -682,3 +683,110 @@ def test_load_into_mixed_precision_model(tmp_path):
     for a, b in zip(_weights(source), _weights(target)):
         assert b.dtype == np.float32
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ hybrid (ResNet + ViT) models
+
+
+@pytest.fixture
+def _r5(monkeypatch):
+    # A one-unit-per-stage ResNet of the reference width 64, registered as "R5" so that
+    # "R5+pico/16" parses and a file can name its variant: 32x32 images give a 2x2 grid.
+    monkeypatch.setitem(variants.HYBRID_STAGES, ("R5", 16), (1, 1, 1))
+
+
+def _hybrid(image_size=32, num_classes=10, seed=0, **kwargs):
+    return _model("R5+pico/16", image_size=image_size, num_classes=num_classes, seed=seed,
+                  **kwargs)
+
+
+def test_hybrid_layout_keys_and_shapes(tmp_path, _r5):
+    arrays = dict(np.load(checkpoints.save_npz(_hybrid(), tmp_path / "h.npz")))
+    resnet = {k: v.shape for k, v in arrays.items()
+              if k.startswith(("conv_root", "gn_root", "block"))}
+    expected = {"conv_root/kernel": (7, 7, 3, 64), "gn_root/scale": (64,), "gn_root/bias": (64,)}
+    for s, (width, inputs) in enumerate([(64, 64), (128, 256), (256, 512)], start=1):
+        unit = f"block{s}/unit1"
+        expected.update({
+            f"{unit}/conv1/kernel": (1, 1, inputs, width),
+            f"{unit}/conv2/kernel": (3, 3, width, width),
+            f"{unit}/conv3/kernel": (1, 1, width, 4 * width),
+            f"{unit}/conv_proj/kernel": (1, 1, inputs, 4 * width),
+        })
+        for norm, channels in (("gn1", width), ("gn2", width), ("gn3", 4 * width),
+                               ("gn_proj", 4 * width)):
+            expected[f"{unit}/{norm}/scale"] = expected[f"{unit}/{norm}/bias"] = (channels,)
+    assert resnet == expected
+    # The transformer embeds 1x1 "patches" of the 1024-channel stride-16 map.
+    assert arrays["embedding/kernel"].shape == (1, 1, 1024, 32)
+    assert arrays[POSEMB].shape == (1, 5, 32)
+
+
+def test_hybrid_round_trip_is_exact(tmp_path, _r5):
+    source = _hybrid()
+    path = checkpoints.save_npz(source, tmp_path / "h.npz")
+    target = keras_vit.ViT("R5+pico/16", image_size=32, num_classes=10, weights=path)
+    for a, b in zip(_weights(source), _weights(target)):
+        np.testing.assert_array_equal(a, b)
+    images = _images(32)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(source(images)),
+                                  keras.ops.convert_to_numpy(target(images)))
+    first = dict(np.load(path))
+    again = dict(np.load(checkpoints.save_npz(target, tmp_path / "again.npz")))
+    assert sorted(again) == sorted(first)
+    for key in first:
+        np.testing.assert_array_equal(again[key], first[key])
+
+
+def test_hybrid_group_norms_stored_with_leading_ones(tmp_path, _r5):
+    # The released hybrid files keep GroupNorm scales and biases as (1, 1, 1, C).
+    source = _hybrid()
+    arrays = dict(np.load(checkpoints.save_npz(source, tmp_path / "h.npz")))
+    norms = [k for k in arrays if re.search(r"(^gn_root|/gn(\d|_proj))/(scale|bias)$", k)]
+    assert len(norms) == 2 + 3 * 8
+    for key in norms:
+        arrays[key] = arrays[key].reshape(1, 1, 1, -1)
+    target = _hybrid(seed=1)
+    summary = checkpoints.load_npz(target, _save_dict(tmp_path / "released.npz", arrays))
+    assert summary.layout == "original ViT (26 GroupNorm arrays of shape (1, 1, 1, C) read as (C,))"
+    for a, b in zip(_weights(source), _weights(target)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_hybrid_at_higher_resolution(tmp_path, _r5):
+    source = _hybrid()
+    path = checkpoints.save_npz(source, tmp_path / "h.npz")
+    target = keras_vit.ViT("R5+pico/16", image_size=64, num_classes=10)
+    summary = checkpoints.load_npz(target, path)
+    assert summary.resized == [(POSEMB, (1, 5, 32), (1, 17, 32))]
+    posemb = keras.ops.convert_to_numpy(source.get_layer("position_embedding").embeddings)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(target.get_layer("position_embedding").embeddings),
+        finetune.resize_position_embeddings(posemb, (4, 4)), atol=1e-6)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(target.get_layer("block3_unit1").conv2.kernel),
+        keras.ops.convert_to_numpy(source.get_layer("block3_unit1").conv2.kernel))
+
+
+def test_hybrid_checkpoint_into_plain_model_names_both(tmp_path, _r5):
+    path = checkpoints.save_npz(_hybrid(), tmp_path / "h.npz")
+    with pytest.raises(ValueError, match=(
+            r"unexpected key 'conv_root/kernel' of shape \(7, 7, 3, 64\): the model "
+            r"expects no such key\. The file looks like R5\+pico/16 \(width 32, depth 2, 4 "
+            r"heads, MLP 64, on a ResNet of units \[1, 1, 1\] and root width 64\), pooling "
+            r"'token', 32x32 images, 10 classes; the model 'vit_pico16' is pico/16 \(width 32, "
+            r"depth 2, 4 heads, MLP 64\), pooling")):
+        checkpoints.load_npz(keras_vit.ViT("pico/16", image_size=32, num_classes=10), path)
+
+
+def test_inspect_hybrid_npz(tmp_path, _r5):
+    info = checkpoints.inspect_npz(checkpoints.save_npz(_hybrid(), tmp_path / "h.npz"))
+    assert (info["variant"], info["patch_size"], info["image_size"], info["resnet_units"],
+            info["resnet_width"]) == ("R5+pico/16", 1, 32, (1, 1, 1), 64)
+    # A ResNet with no name in variants.HYBRID_STAGES: the arguments, but no variant string.
+    custom = dataclasses.replace(variants.parse_variant("pico/1"), resnet_units=(1, 1),
+                                 resnet_width=32)
+    info = checkpoints.inspect_npz(checkpoints.save_npz(
+        keras_vit.ViT(custom, image_size=48, num_classes=3), tmp_path / "custom.npz"))
+    assert (info["variant"], info["image_size"], info["resnet_units"], info["resnet_width"],
+            info["num_classes"]) == (None, 48, (1, 1), 32, 3)
