@@ -1,5 +1,6 @@
 """Tests of keras_vit.inspect: intermediate outputs, rollout, Figure 7 analyses, plots."""
 
+import dataclasses
 import math
 
 import keras
@@ -9,6 +10,7 @@ from layer_testing import to_numpy
 
 import keras_vit
 from keras_vit import inspect as vit_inspect
+from keras_vit import variants
 from keras_vit.layers import (
     ClassToken,
     PatchEmbedding,
@@ -360,3 +362,20 @@ def test_trained_position_embeddings_encode_rows_and_columns():
     after = vit_inspect.similarity_by_relation(vit_inspect.position_embedding_similarity(model))
     assert after["same_row"] - after["neither"] > 0.02, after
     assert after["same_column"] - after["neither"] > 0.05, after
+
+
+def test_hybrid_model_intermediates_and_distances_use_the_feature_grid():
+    # A real hybrid: its ResNet stem runs as in `model(images)`, and its tokens stand for
+    # 16x16-pixel cells of the image.
+    spec = dataclasses.replace(variants.parse_variant("mu/1"), resnet_units=(1, 1, 1),
+                               resnet_width=32)
+    model = _randomize_head(keras_vit.ViT(spec, image_size=32, num_classes=10))
+    images = _images((2, 32, 32, 3))
+    out = vit_inspect.intermediate_outputs(model, images)
+    assert [t.shape for t in out["tokens"]] == [(2, 5, 32)]
+    assert [a.shape for a in out["attention"]] == [(2, 2, 5, 5)]
+    np.testing.assert_allclose(out["outputs"], to_numpy(model(images)), atol=1e-5)
+    assert vit_inspect.attention_rollout(model, images).shape == (2, 32, 32)
+    # Uniform attention on the 2x2 grid of 16-pixel cells: 4 * (2 + sqrt(2)) pixels.
+    distances = vit_inspect.mean_attention_distance(_uniform_attention(model), images)
+    np.testing.assert_allclose(distances, 4 * (2 + math.sqrt(2)), rtol=1e-5)
