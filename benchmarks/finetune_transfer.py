@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from keras_vit import finetune  # noqa: E402
-from training import input_pipeline, train  # noqa: E402
+from training import train  # noqa: E402
 from training.config import Config  # noqa: E402
 
 _PRETRAINED = flags.DEFINE_string("pretrained", None, "model.keras pre-trained on CIFAR-10.")
@@ -56,14 +56,7 @@ flags.mark_flags_as_required(["pretrained", "workdir"])
 
 def evaluate(model, size, data_dir):
     """Top-1 accuracy of `model` on the CIFAR-10 test split at `size` x `size`."""
-    _, eval_ds, _ = input_pipeline.load_datasets(
-        "cifar10_jpeg", data_dir=data_dir, image_size=size, global_batch_size=500)
-    correct = total = 0
-    for images, labels in eval_ds:
-        logits = model.predict_on_batch(images)
-        correct += int(np.sum(np.argmax(logits, -1) == np.argmax(labels.numpy(), -1)))
-        total += int(labels.shape[0])
-    return correct / total
+    return train.evaluate_accuracy(model, "cifar10_jpeg", data_dir=data_dir, image_size=size)
 
 
 def run(name, config, workdir, results):

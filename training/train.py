@@ -621,6 +621,22 @@ class _Window(_Totals):
         }
 
 
+def evaluate_accuracy(model, dataset, *, data_dir, image_size, batch_size=500):
+    """Top-1 accuracy of `model` on `dataset`'s evaluation split, through the evaluation pipeline.
+
+    One replica, `predict_on_batch`, any model that maps images to logits: for comparing saved
+    or adapted models outside a training run (benchmarks, tests).
+    """
+    _, eval_ds, _ = input_pipeline.load_datasets(
+        dataset, data_dir=data_dir, image_size=image_size, global_batch_size=batch_size)
+    correct = total = 0
+    for images, labels in eval_ds:
+        predicted = np.argmax(model.predict_on_batch(images), -1)
+        correct += int(np.sum(predicted == np.argmax(labels.numpy(), -1)))
+        total += int(labels.shape[0])
+    return correct / total
+
+
 def _atomic_write(path, text):
     temporary = path + ".tmp"
     with open(temporary, "w") as f:
