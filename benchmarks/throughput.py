@@ -12,7 +12,10 @@ keras_vit, the token sequence for keras-hub: the encoder is the whole cost);
 training is `train_on_batch` of backbone + class-token pooling + Dense head
 with AdamW and sparse cross-entropy. Each figure is the median over
 `--repeats` timed rounds of `--steps` steps, after warm-up. The ratio is
-keras_vit / keras-hub (above 1 means keras_vit is faster).
+keras_vit / keras-hub (above 1 means keras_vit is faster), given twice: as the
+ratio of the two medians, and as the median of the ratios of rounds run back
+to back (the order alternating), which is steadier on a shared machine whose
+speed drifts.
 
 Hybrid variants (`--variant=R50+B/16`) are timed for keras_vit alone:
 keras-hub has no ResNet + ViT hybrid to compare with.
@@ -143,9 +146,13 @@ def main(argv):
             model = _BUILDERS[peer](spec, size, include_top=(mode == "training"))
             timers[peer] = _timer(model, mode, images, labels)
         rates = {peer: [] for peer in timers}
+        order = list(timers)
         for _ in range(_REPEATS.value):
-            for peer, timed_round in timers.items():
-                rates[peer].append(timed_round())
+            for peer in order:
+                rates[peer].append(timers[peer]())
+            # Alternate who goes first, so that a drift in machine speed
+            # does not favour one side.
+            order.reverse()
         medians = {peer: statistics.median(r) for peer, r in rates.items()}
         for peer, median in medians.items():
             spread = ", ".join(f"{r:.2f}" for r in rates[peer])
@@ -153,6 +160,12 @@ def main(argv):
         if len(medians) == 2:
             a, b = medians.values()
             print(f"{mode:9s} ratio keras_vit/keras_hub = {a / b:.3f}")
+            # Rounds run back to back see nearly the same machine; the median
+            # of their ratios is the steadier figure where the load drifts.
+            paired = statistics.median(
+                x / y for x, y in zip(*(rates[peer] for peer in medians))
+            )
+            print(f"{mode:9s} paired-round ratio (median) = {paired:.3f}")
 
 
 if __name__ == "__main__":

@@ -108,3 +108,57 @@ def test_mixed_bfloat16_attention_weights_are_float32_and_normalized():
     out, attn = block(x, return_attention_weights=True)
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     np.testing.assert_allclose(to_numpy(keras.ops.sum(attn, -1)), 1.0, rtol=1e-5)
+
+
+def test_mixed_bfloat16_output_is_the_same_with_and_without_weights():
+    # Without returned weights the TensorFlow path takes its softmax in
+    # bfloat16, with them in float32; the tokens must agree to bfloat16
+    # precision.
+    block = TransformerBlock(2, 32, dtype="mixed_bfloat16")
+    x = np.random.default_rng(1).standard_normal((2, 9, 16)).astype("float32")
+    plain = to_numpy(keras.ops.cast(block(x), "float32"))
+    with_weights = to_numpy(keras.ops.cast(block(x, return_attention_weights=True)[0], "float32"))
+    np.testing.assert_allclose(plain, with_weights, atol=0.05, rtol=0.02)
+
+
+def _onednn_enabled():
+    if keras.backend.backend() != "tensorflow":
+        return False
+    from tensorflow.python.util import _pywrap_util_port
+
+    return _pywrap_util_port.IsMklEnabled()
+
+
+@pytest.mark.skipif(not _onednn_enabled(),
+                    reason="grappler's GELU fusion needs TensorFlow with oneDNN on CPU")
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("approximate,fused_gelu,gelu_op", [
+    (True, b"GeluApproximate", "Tanh"), (False, b"GeluExact", "Erf"),
+])
+def test_tensorflow_fuses_gelu_into_the_mlp_matmul(dtype, approximate, fused_gelu, gelu_op):
+    # The GELU is Dense's activation so that grappler's remapper folds it into
+    # the MatMul (it does so only within the Dense's name scope); a GELU
+    # applied after the layer runs as 8 separate elementwise ops, about 10%
+    # of a B/16 forward pass on CPU. This runs grappler on the inference graph
+    # as tf.function would, and looks at what it made.
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+    from tensorflow.python.grappler import tf_optimizer
+
+    block = TransformerBlock(2, 64, approximate_gelu=approximate, dtype=dtype)
+    block.build((2, 5, 32))
+    concrete = tf.function(lambda x: block(x)).get_concrete_function(
+        tf.TensorSpec((2, 5, 32))
+    )
+    graph = concrete.graph.as_graph_def()
+    for node in graph.node:
+        node.device = "/job:localhost/replica:0/task:0/device:CPU:0"
+    meta_graph = meta_graph_pb2.MetaGraphDef(graph_def=graph)
+    meta_graph.collection_def["train_op"].node_list.value.extend(
+        t.name for t in concrete.outputs
+    )
+    optimized = tf_optimizer.OptimizeGraph(config_pb2.ConfigProto(), meta_graph)
+    fused = [list(n.attr["fused_ops"].list.s) for n in optimized.node
+             if n.op == "_FusedMatMul"]
+    assert fused.count([b"BiasAdd", fused_gelu]) == 1, fused
+    assert [n.name for n in optimized.node if n.op == gelu_op] == []
