@@ -196,6 +196,25 @@ class TransformerBlock(keras.layers.Layer):
         out = ops.reshape(out, (-1, self.hidden_dim))
         return self.attention_output(out), (weights if return_weights else None)
 
+    def _norm(self, norm, x):
+        # x: (B * T, D). Without XLA, TensorFlow runs each elementwise op as
+        # its own pass over the tensor, and Keras' generic
+        # `layer_normalization` builds full-size intermediates from gamma and
+        # the mean. Centring first takes fewer full-size passes: the
+        # LayerNorms of a B/16 forward pass took 61 instead of 110 ms of op
+        # time in float32 (51 instead of 77 in mixed_bfloat16) on a 2-core
+        # CPU. Same weights, same float32 arithmetic up to rounding.
+        # Elsewhere the layer's own call: PyTorch's fused kernel, XLA's
+        # fusion on JAX.
+        if keras.backend.backend() != "tensorflow":
+            return norm(x)
+        x = ops.cast(x, "float32")
+        centred = x - ops.mean(x, axis=-1, keepdims=True)
+        variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
+        out = centred * ops.rsqrt(variance + norm.epsilon)
+        out = out * ops.cast(norm.gamma, "float32") + ops.cast(norm.beta, "float32")
+        return ops.cast(out, self.compute_dtype)
+
     def _mlp_activation(self, x):
         # Called by `mlp_dense_1` as its activation, inside its name scope.
         if keras.backend.backend() == "tensorflow":
@@ -231,12 +250,12 @@ class TransformerBlock(keras.layers.Layer):
         # on CPU than the batched 3-D matmul a Dense does on (B, T, D).
         x = ops.reshape(inputs, (-1, self.hidden_dim))
         branch, weights = self._attention(
-            self.attention_norm(x), batch, length, training,
+            self._norm(self.attention_norm, x), batch, length, training,
             return_attention_weights,
         )
         branch = self.dropout_layer(branch, training=training)
         x = x + self._drop_path(branch, batch, training)
-        branch = self.mlp_dense_1(self.mlp_norm(x))
+        branch = self.mlp_dense_1(self._norm(self.mlp_norm, x))
         branch = self.dropout_layer(branch, training=training)
         branch = self.mlp_dense_2(branch)
         branch = self.dropout_layer(branch, training=training)

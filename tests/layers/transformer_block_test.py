@@ -162,3 +162,27 @@ def test_tensorflow_fuses_gelu_into_the_mlp_matmul(dtype, approximate, fused_gel
              if n.op == "_FusedMatMul"]
     assert fused.count([b"BiasAdd", fused_gelu]) == 1, fused
     assert [n.name for n in optimized.node if n.op == gelu_op] == []
+
+
+@pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-4), ("mixed_bfloat16", 2e-2)])
+def test_block_layer_norm_matches_the_keras_layer(dtype, tolerance):
+    # On TensorFlow the block normalizes with its own, faster formulation,
+    # using the LayerNormalization sublayers' weights; it must give what the
+    # sublayer itself gives.
+    block = TransformerBlock(2, 16, dtype=dtype)
+    block.build((1, 40, 8))
+    rng = np.random.default_rng(2)
+    norm = block.mlp_norm
+    norm.gamma.assign(rng.standard_normal(8).astype("float32"))
+    norm.beta.assign(rng.standard_normal(8).astype("float32"))
+    # Large common offsets per token, where a naive E[x^2] - E[x]^2 would
+    # lose the variance.
+    x = (rng.standard_normal((40, 8)) * 0.5 + rng.uniform(-50, 50, (40, 1))).astype("float32")
+    x = to_numpy(keras.ops.cast(keras.ops.cast(x, block.compute_dtype), "float32"))
+    expected = _layer_norm(x.astype("float64"), to_numpy(norm.gamma), to_numpy(norm.beta))
+    ours = to_numpy(keras.ops.cast(
+        block._norm(norm, keras.ops.cast(x, block.compute_dtype)), "float32"))
+    # float32: within what float32 inputs of magnitude 50 and spread 0.5
+    # allow (PyTorch's fused kernel is 3e-5 off here); bfloat16: within the
+    # rounding of the output.
+    np.testing.assert_allclose(ours, expected, atol=tolerance, rtol=tolerance)
