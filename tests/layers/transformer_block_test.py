@@ -165,10 +165,10 @@ def test_tensorflow_fuses_gelu_into_the_mlp_matmul(dtype, approximate, fused_gel
 
 
 @pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-4), ("mixed_bfloat16", 2e-2)])
-def test_block_layer_norm_matches_the_keras_layer(dtype, tolerance):
+def test_block_layer_norm_matches_a_float64_reference(dtype, tolerance):
     # On TensorFlow the block normalizes with its own, faster formulation,
-    # using the LayerNormalization sublayers' weights; it must give what the
-    # sublayer itself gives.
+    # using the LayerNormalization sublayers' weights (elsewhere it calls the
+    # sublayer); either way it must give the LayerNorm of float64 arithmetic.
     block = TransformerBlock(2, 16, dtype=dtype)
     block.build((1, 40, 8))
     rng = np.random.default_rng(2)
