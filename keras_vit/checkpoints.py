@@ -54,24 +54,18 @@ hybrid files store GroupNorm scales and biases as (1, 1, 1, C); they are read as
 
 import dataclasses
 import logging
-import math
 import os
 import re
-import tempfile
 import zipfile
 
 import keras
 import numpy as np
 
-from keras_vit import finetune, variants
+from keras_vit import finetune, model_layers, variants
+from keras_vit.files import atomic_write
+from keras_vit.layers import BottleneckUnit
+from keras_vit.layers.position_embedding import grid_of_length
 from keras_vit.layers.resnet import stem_stride
-from keras_vit.layers import (
-    BottleneckUnit,
-    ClassToken,
-    PatchEmbedding,
-    PositionEmbedding,
-    TransformerBlock,
-)
 
 LAYOUTS = ("vit", "big_vision")
 
@@ -197,26 +191,16 @@ def _attention_params(prefix, block):
             _identity(f"{prefix}/out/bias", block.attention_output.bias)]
 
 
-def _find_layer(model, name, cls=None):
-    try:
-        layer = model.get_layer(name)
-    except ValueError:
-        return None
-    if cls is not None and not isinstance(layer, cls):
-        return None
-    return layer
-
-
 def _embedding_params(model):
     """The patch embedding, [class] token and position embeddings."""
     params = []
-    patches = _find_layer(model, "patch_embedding", PatchEmbedding)
+    patches = model_layers.find_layer(model, "patch_embedding")
     if patches is not None:
         params += _dense("embedding", patches.projection)
-    token = _find_layer(model, "class_token", ClassToken)
+    token = model_layers.find_layer(model, "class_token")
     if token is not None:
         params.append(_identity("cls", token.token))
-    posemb = _find_layer(model, "position_embedding", PositionEmbedding)
+    posemb = model_layers.find_layer(model, "position_embedding")
     if posemb is not None:
         params.append(_identity(_POSEMB, posemb.embeddings))
     return params
@@ -225,15 +209,14 @@ def _embedding_params(model):
 def _encoder_params(model):
     """The Transformer blocks, in order, and the final LayerNorm."""
     params = []
-    blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
-    for i, block in enumerate(blocks):
+    for i, block in enumerate(model_layers.transformer_blocks(model)):
         prefix = f"Transformer/encoderblock_{i}"
         params += _layer_norm(f"{prefix}/LayerNorm_0", block.attention_norm)
         params += _attention_params(f"{prefix}/MultiHeadDotProductAttention_1", block)
         params += _layer_norm(f"{prefix}/LayerNorm_2", block.mlp_norm)
         params += _dense(f"{prefix}/MlpBlock_3/Dense_0", block.mlp_dense_1)
         params += _dense(f"{prefix}/MlpBlock_3/Dense_1", block.mlp_dense_2)
-    norm = _find_layer(model, "encoder_norm", keras.layers.LayerNormalization)
+    norm = model_layers.find_layer(model, "encoder_norm")
     if norm is not None:
         params += _layer_norm("Transformer/encoder_norm", norm)
     return params
@@ -242,10 +225,10 @@ def _encoder_params(model):
 def _resnet_params(model):
     """A hybrid's ResNet: root convolution and GroupNorm, then every bottleneck unit."""
     params = []
-    root = _find_layer(model, "conv_root")
+    root = model_layers.find_layer(model, "conv_root")
     if root is not None:
         params.append(_identity("conv_root/kernel", root.kernel))
-    norm = _find_layer(model, "gn_root", keras.layers.GroupNormalization)
+    norm = model_layers.find_layer(model, "gn_root")
     if norm is not None:
         params += _layer_norm("gn_root", norm)
     for layer in model.layers:
@@ -269,9 +252,8 @@ _BACKBONE_PARAM_GROUPS = (_resnet_params, _embedding_params, _encoder_params)
 
 def _head_params(model):
     """(pre-logits params, head params) of the model; empty lists where it has none."""
-    dense = keras.layers.Dense
-    pre_logits = _find_layer(model, "pre_logits", dense)
-    head = _find_layer(model, "head", dense)
+    pre_logits = model_layers.find_layer(model, "pre_logits")
+    head = model_layers.find_layer(model, "head")
     return (
         _dense("pre_logits", pre_logits) if pre_logits is not None else [],
         _dense("head", head) if head is not None else [],
@@ -483,9 +465,11 @@ def _infer(shapes):
         posemb = shapes.get(_POSEMB)
         info["image_size"] = None
         if posemb is not None and len(posemb) == 3:
-            side = math.isqrt(max(posemb[1] - prefix, 0))
-            if side and side * side == posemb[1] - prefix:
+            try:
+                side, _ = grid_of_length(posemb[1], prefix)
                 info["image_size"] = side * stride
+            except ValueError:
+                pass  # Not a square grid: the image size cannot be told.
     pre_logits = shapes.get("pre_logits/kernel")
     info["representation_size"] = pre_logits[-1] if pre_logits else None
     head = shapes.get("head/kernel")
@@ -629,17 +613,19 @@ def load_npz(model, path):
 
     # Which head keys to load: the paper's fine-tuning drops the pre-training head when the
     # class count changes, and pre-logits the new model does not have.
-    file_has_pre_logits = any(k in canonical for k in _PRE_LOGITS_KEYS)
-    params = list(backbone) + list(pre_logits)
-    replace_head = False
-    if head:
-        expected = dict(zip(_HEAD_KEYS, _model_shapes(head).values()))
-        found = {k: tuple(canonical[k].shape) for k in _HEAD_KEYS if k in canonical}
-        if (file_has_pre_logits and not pre_logits) or found != expected:
-            replace_head = True
-        else:
-            params += head
-    to_drop = [k for k in _HEAD_KEYS if k in canonical and (replace_head or not head)]
+    def width(keys, axis):
+        return canonical[keys[0]].shape[axis] if keys[0] in canonical else None
+
+    plan = finetune.head_plan(
+        source_classes=width(_HEAD_KEYS, -1),
+        target_classes=_model_shapes(head)["head/kernel"][-1] if head else None,
+        source_pre_logits=width(_PRE_LOGITS_KEYS, -1),
+        target_pre_logits=_model_shapes(pre_logits)["pre_logits/kernel"][-1]
+        if pre_logits else None,
+    )
+    replace_head = plan == "zero_init"
+    params = list(backbone) + list(pre_logits) + (list(head) if plan == "keep" else [])
+    to_drop = [k for k in _HEAD_KEYS if k in canonical and plan != "keep"]
     if not pre_logits:
         to_drop += [k for k in _PRE_LOGITS_KEYS if k in canonical]
 
@@ -667,7 +653,7 @@ def load_npz(model, path):
             )
 
     assignments = []
-    posemb_layer = _find_layer(model, "position_embedding", PositionEmbedding)
+    posemb_layer = model_layers.find_layer(model, "position_embedding")
     for p in params:
         found = [canonical[k] for k in p.keys]
         for key, array, shape in zip(p.keys, found, p.checkpoint_shapes()):
@@ -764,18 +750,10 @@ def save_npz(model, path, *, layout="vit"):
         arrays.update(zip(p.keys, p.from_model(value)))
     if layout == "big_vision":
         arrays = _to_big_vision(arrays)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(handle, "wb") as f:
+    # Written under a temporary name and renamed: the file appears complete or not at all.
+    with atomic_write(path) as temporary:
+        with open(temporary, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
     return path
 
 

@@ -7,15 +7,18 @@ position embeddings are resized by 2-D interpolation according to their
 location in the image.
 """
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
 from keras_vit import interpolation as interp
-from keras_vit.layers.position_embedding import PositionEmbedding, normalize_grid
-from keras_vit.layers.transformer_block import TransformerBlock
+from keras_vit import model_layers
+from keras_vit.layers.position_embedding import (  # noqa: F401  (grid_of_length: public here)
+    PositionEmbedding,
+    grid_of_length,
+    normalize_grid,
+    patch_grid,
+)
 from keras_vit.validation import check_positive_int
 
 
@@ -106,42 +109,6 @@ def resize_position_embeddings(
     return out[0] if squeeze else out
 
 
-def grid_of_length(length, num_prefix_tokens, grid=None):
-    """The (height, width) patch grid of a sequence of `length` embeddings.
-
-    Args:
-        length: int. Rows of the position embeddings.
-        num_prefix_tokens: int. Rows before the grid.
-        grid: None, int or (height, width). With None a square grid is
-            inferred; otherwise it is checked against `length`.
-
-    Returns:
-        A (height, width) tuple.
-
-    Raises:
-        ValueError: if the length holds no such grid.
-    """
-    num_patches = length - num_prefix_tokens
-    if grid is not None:
-        grid = normalize_grid(grid, name="old_grid")
-        if grid[0] * grid[1] != num_patches:
-            raise ValueError(
-                f"Position embeddings of length {length} with "
-                f"{num_prefix_tokens} prefix tokens hold {num_patches} grid "
-                f"positions, but old_grid {grid} has {grid[0] * grid[1]}"
-            )
-        return grid
-    side = math.isqrt(max(num_patches, 0))
-    if num_patches <= 0 or side * side != num_patches:
-        raise ValueError(
-            f"Position embeddings of length {length} with {num_prefix_tokens} "
-            f"prefix tokens hold {num_patches} grid positions, which is not a "
-            f"square grid: pass old_grid=(height, width), or check "
-            f"num_prefix_tokens (1 with a [class] token, 0 without)"
-        )
-    return (side, side)
-
-
 POSITION_EMBEDDING_MODES = ("interpolate", "reinitialize")
 
 
@@ -207,25 +174,22 @@ def adapt(
     >>> float(np.abs(tuned.get_layer("head").kernel).max())
     0.0
     """
-    layers = _vit_layers(model)
+    layers = model_layers.layer_chain(model)
     posemb_layer = next(l for l in layers if isinstance(l, PositionEmbedding))
     old_height, old_width, channels = model.input_shape[1:]
     old_grid = posemb_layer.grid_size
     stride = (old_height // old_grid[0], old_width // old_grid[1])
-
-    if image_size is None:
-        height, width = old_height, old_width
-    else:
-        height, width = normalize_grid(image_size, name="image_size")
-    for axis, value, step in (("height", height, stride[0]), ("width", width, stride[1])):
-        if value % step != 0:
-            raise ValueError(
-                f"image_size {image_size!r}: {axis} {value} is not a multiple of "
-                f"{step}, the patch stride of {model.name!r} (its "
-                f"{old_height}x{old_width} input makes a {old_grid[0]}x"
-                f"{old_grid[1]} patch grid)"
-            )
-    new_grid = (height // stride[0], width // stride[1])
+    new_grid = patch_grid(
+        (old_height, old_width) if image_size is None else image_size,
+        stride,
+        requirement=(
+            f"a multiple of {stride[0] if stride[0] == stride[1] else stride}, the patch "
+            f"stride of "
+            f"{model.name!r} (its {old_height}x{old_width} input makes a "
+            f"{old_grid[0]}x{old_grid[1]} patch grid)"
+        ),
+    )
+    height, width = new_grid[0] * stride[0], new_grid[1] * stride[1]
     if num_classes is not None:
         check_positive_int("num_classes", num_classes)
     if position_embeddings not in POSITION_EMBEDDING_MODES:
@@ -239,21 +203,24 @@ def adapt(
 
     inputs = keras.Input(shape=(height, width, channels), name=layers[0].name)
     x = inputs
+    replaced = (
+        {model_layers.find_layer(model, "pre_logits"), model_layers.find_layer(model, "head")}
+        if num_classes is not None else set()
+    )
     copies = []  # (new layer, old layer or None)
     for layer in layers[1:]:
-        config = layer.get_config()
-        if num_classes is not None and layer.name in ("pre_logits", "head"):
+        if layer in replaced:
             continue
+        config = layer.get_config()
         if layer is posemb_layer:
             config["grid_size"] = list(new_grid)
         new_layer = layer.__class__.from_config(config)
         x = new_layer(x)
         copies.append((new_layer, layer))
     if num_classes is not None:
-        old_head = _find(layers, "head")
-        dtype = old_head.dtype_policy if old_head is not None else _head_dtype()
-        head = keras.layers.Dense(
-            num_classes, kernel_initializer="zeros", name="head", dtype=dtype
+        old_head = model_layers.find_layer(model, "head")
+        head = model_layers.head_layer(
+            num_classes, dtype=old_head.dtype_policy if old_head is not None else None
         )
         x = head(x)
         copies.append((head, None))
@@ -279,48 +246,50 @@ def adapt(
     return adapted
 
 
-def _vit_layers(model):
-    """`model`'s layers in order, checked to be a chain built by `keras_vit.ViT`."""
-    if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
-        raise ValueError(
-            f"Expected a keras_vit ViT (a Functional keras.Model), received "
-            f"{type(model).__name__}"
-        )
-    layers = list(model.layers)
-    kinds = [type(layer).__name__ for layer in layers[:6]]
-    if (
-        not layers
-        or not isinstance(layers[0], keras.layers.InputLayer)
-        or len(model.inputs) != 1
-        or len(model.outputs) != 1
-        or sum(isinstance(l, PositionEmbedding) for l in layers) != 1
-        or not any(isinstance(l, TransformerBlock) for l in layers)
-    ):
-        raise ValueError(
-            f"Model {model.name!r} is not a keras_vit ViT: expected one image input, "
-            f"one PositionEmbedding and TransformerBlocks, found layers {kinds}..."
-        )
-    previous = layers[0]
-    for layer in layers[1:]:
-        if len(layer._inbound_nodes) != 1 or layer.input is not previous.output:
-            raise ValueError(
-                f"Model {model.name!r} is not a keras_vit ViT: layer {layer.name!r} "
-                f"does not take the output of {previous.name!r} (keras_vit models are "
-                f"a chain of layers)"
-            )
-        previous = layer
-    if len(model.input_shape) != 4 or None in model.input_shape[1:]:
-        raise ValueError(
-            f"Model {model.name!r} must take images of a fixed size, its input "
-            f"shape is {model.input_shape}"
-        )
-    return layers
+HEAD_PLANS = ("keep", "zero_init", "none")
 
 
-def _find(layers, name):
-    return next((layer for layer in layers if layer.name == name), None)
+def head_plan(*, source_classes, target_classes, source_pre_logits=None, target_pre_logits=None):
+    """What a model built from another model's weights does with that model's head.
+
+    The one rule every loader follows (`ViT(weights=...)` of a `.keras` file, `load_npz`,
+    `training.train --init_from`, `training.convert`), from Section 3.2 of the paper: the
+    pre-trained head is reused only when it computes exactly what the new model's head must
+    (same classes, same pre-logits layer); otherwise the new model gets a zero-initialized
+    D x K head, and the source's pre-logits are dropped unless the new model has a pre-logits
+    layer of the same width.
+
+    Args:
+        source_classes: int or None. Classes of the source's head; None when it has none.
+        target_classes: int or None. Classes of the new model's head; None when it has none
+            (`include_top=False`).
+        source_pre_logits: int or None. Width of the source's pre-logits layer.
+        target_pre_logits: int or None. Width of the new model's pre-logits layer.
+
+    Returns:
+        str: `"keep"` (load the source's head and pre-logits as they are), `"zero_init"` (a
+        zero head; the source's head, and pre-logits the target lacks, are dropped) or
+        `"none"` (the target has no head: the source's head and pre-logits are dropped).
+
+    Example:
+
+    >>> head_plan(source_classes=21843, target_classes=10, source_pre_logits=768)
+    'zero_init'
+    >>> head_plan(source_classes=1000, target_classes=1000)
+    'keep'
+    """
+    if target_classes is None:
+        return "none"
+    if source_classes == target_classes and source_pre_logits == target_pre_logits:
+        return "keep"
+    return "zero_init"
 
 
-def _head_dtype():
-    policy = keras.config.dtype_policy()
-    return "float32" if policy.compute_dtype != policy.variable_dtype else None
+def model_head_plan(source, target):
+    """`head_plan` of two models: `source`'s weights loaded into `target`'s architecture."""
+    return head_plan(
+        source_classes=model_layers.num_classes(source),
+        target_classes=model_layers.num_classes(target),
+        source_pre_logits=model_layers.representation_size(source),
+        target_pre_logits=model_layers.representation_size(target),
+    )

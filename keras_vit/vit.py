@@ -4,7 +4,7 @@ import os
 
 import keras
 
-from keras_vit import checkpoints, variants
+from keras_vit import checkpoints, finetune, model_layers, variants
 from keras_vit.layers import (
     ClassToken,
     PatchEmbedding,
@@ -13,7 +13,7 @@ from keras_vit.layers import (
     TransformerBlock,
 )
 from keras_vit.layers.pooling import check_pooling
-from keras_vit.layers.position_embedding import normalize_grid
+from keras_vit.layers.position_embedding import patch_grid
 from keras_vit.layers.resnet import resnet_stem
 from keras_vit.validation import check_positive_int, check_rate
 
@@ -96,18 +96,17 @@ def ViT(
     (2, 10)
     """
     spec = variants.parse_variant(variant)
-    height, width = normalize_grid(image_size, name="image_size")
-    for axis, value in (("height", height), ("width", width)):
-        if value % spec.stride != 0:
-            divisor = (
-                f"{spec.stride}, the feature-map stride of hybrid variant"
-                if spec.is_hybrid
-                else f"patch_size {spec.patch_size} of variant"
-            )
-            raise ValueError(
-                f"image_size {image_size!r}: {axis} {value} is not divisible "
-                f"by {divisor} {spec.name!r}"
-            )
+    grid = patch_grid(
+        image_size,
+        spec.stride,
+        requirement=(
+            f"divisible by {spec.stride}, the feature-map stride of hybrid variant "
+            f"{spec.name!r}"
+            if spec.is_hybrid
+            else f"divisible by patch_size {spec.patch_size} of variant {spec.name!r}"
+        ),
+    )
+    height, width = grid[0] * spec.stride, grid[1] * spec.stride
     check_pooling(pooling)
     if include_top:
         check_positive_int("num_classes", num_classes)
@@ -125,7 +124,6 @@ def ViT(
             f"by num_heads {spec.num_heads}"
         )
 
-    grid = (height // spec.stride, width // spec.stride)
     num_prefix_tokens = 1 if pooling == "token" else 0
 
     images = keras.Input(shape=(height, width, num_channels), name="images")
@@ -157,17 +155,9 @@ def ViT(
             x = keras.layers.Dense(
                 representation_size, activation="tanh", name="pre_logits"
             )(x)
-        policy = keras.config.dtype_policy()
-        # Logits in float32 under mixed precision, for a stable softmax/loss.
-        head_dtype = (
-            "float32" if policy.compute_dtype != policy.variable_dtype else None
-        )
-        x = keras.layers.Dense(
-            num_classes,
-            kernel_initializer="zeros",
-            name="head",
-            dtype=head_dtype,
-        )(x)
+        # Zero-initialized (the paper's fine-tuning head); float32 logits
+        # under mixed precision.
+        x = model_layers.head_layer(num_classes)(x)
     if name is None:
         name = f"vit_{spec.size.lower()}{spec.patch_size}"
         if spec.is_hybrid:
@@ -219,21 +209,12 @@ def _weight_shapes(model):
 
 def _adapt_to(source, model, path):
     """`source` adapted to `model`'s input size and classes, the fine-tuning way."""
-    from keras_vit import finetune  # finetune imports this package's layers
-
-    head = next((l for l in model.layers if l.name == "head"), None)
-    source_head = next((l for l in source.layers if l.name == "head"), None)
-    num_classes = None
-    if head is not None and (
-        source_head is None
-        or source_head.units != head.units
-        or any(l.name == "pre_logits" for l in source.layers)
-        != any(l.name == "pre_logits" for l in model.layers)
-    ):
-        num_classes = head.units
+    plan = finetune.model_head_plan(source, model)
     try:
         adapted = finetune.adapt(
-            source, image_size=tuple(model.input_shape[1:3]), num_classes=num_classes
+            source,
+            image_size=tuple(model.input_shape[1:3]),
+            num_classes=model_layers.num_classes(model) if plan == "zero_init" else None,
         )
     except ValueError as error:
         raise ValueError(f"Cannot load {path!r} into {model.name}: {error}") from None

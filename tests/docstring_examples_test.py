@@ -1,12 +1,24 @@
 """Runs the `Example:` blocks of the public docstrings."""
 
 import doctest
+import os
+import tempfile
 
 import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit import checkpoints, fewshot, finetune, inspect, interpolation, variants, vit
+from keras_vit import (
+    checkpoints,
+    fewshot,
+    files,
+    finetune,
+    inspect,
+    interpolation,
+    model_layers,
+    variants,
+    vit,
+)
 from keras_vit.layers import (
     class_token,
     patch_embedding,
@@ -22,10 +34,13 @@ MODULES = [variants, vit, checkpoints, finetune, fewshot, inspect, interpolation
 
 MODULES += [resnet, std_conv]  # the hybrid ViT's ResNet
 
+MODULES += [files, model_layers]
+
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
 def test_examples_run(module):
-    result = doctest.testmod(module, extraglobs={"np": np, "keras_vit": keras_vit},
+    result = doctest.testmod(module, extraglobs={"np": np, "keras_vit": keras_vit, "os": os,
+                                                 "tempfile": tempfile},
                              optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
 

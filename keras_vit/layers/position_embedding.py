@@ -26,6 +26,73 @@ def normalize_grid(grid_size, name="grid_size"):
     return (height, width)
 
 
+def grid_of_length(length, num_prefix_tokens, grid=None):
+    """The (height, width) patch grid of a sequence of `length` embeddings.
+
+    The one rule for the grid a token count holds: `grid` when given
+    (checked against `length`), else a square grid.
+
+    Args:
+        length: int. Rows of the position embeddings (or tokens).
+        num_prefix_tokens: int. Rows before the grid.
+        grid: None, int or (height, width). With None a square grid is
+            inferred; otherwise it is checked against `length`.
+
+    Returns:
+        A (height, width) tuple.
+
+    Raises:
+        ValueError: if the length holds no such grid.
+    """
+    num_patches = length - num_prefix_tokens
+    if grid is not None:
+        grid = normalize_grid(grid, name="old_grid")
+        if grid[0] * grid[1] != num_patches:
+            raise ValueError(
+                f"Position embeddings of length {length} with "
+                f"{num_prefix_tokens} prefix tokens hold {num_patches} grid "
+                f"positions, but old_grid {grid} has {grid[0] * grid[1]}"
+            )
+        return grid
+    side = math.isqrt(max(num_patches, 0))
+    if num_patches <= 0 or side * side != num_patches:
+        raise ValueError(
+            f"Position embeddings of length {length} with {num_prefix_tokens} "
+            f"prefix tokens hold {num_patches} grid positions, which is not a "
+            f"square grid: give the grid's (height, width), or check "
+            f"num_prefix_tokens (1 with a [class] token, 0 without)"
+        )
+    return (side, side)
+
+
+def patch_grid(image_size, stride, *, requirement):
+    """The (height, width) patch grid of `image_size` images cut with `stride`.
+
+    The one rule for which image sizes a ViT takes: both sides divisible by
+    the patch size (a hybrid's feature-map stride).
+
+    Args:
+        image_size: int or (height, width).
+        stride: int or (height, width). Pixels per patch along each axis.
+        requirement: str. What the error says a side must be, e.g.
+            `"divisible by patch_size 16 of variant 'B/16'"`.
+
+    Returns:
+        A (height, width) tuple of patches.
+
+    Raises:
+        ValueError: a malformed size, or a side not divisible by the stride.
+    """
+    size = normalize_grid(image_size, name="image_size")
+    stride = normalize_grid(stride, name="stride")
+    for axis, value, step in zip(("height", "width"), size, stride):
+        if value % step != 0:
+            raise ValueError(
+                f"image_size {image_size!r}: {axis} {value} is not {requirement}"
+            )
+    return (size[0] // stride[0], size[1] // stride[1])
+
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class PositionEmbedding(keras.layers.Layer):
     """Adds learnable 1-D position embeddings to a token sequence.
@@ -122,16 +189,14 @@ class PositionEmbedding(keras.layers.Layer):
         """The patch grid a sequence of `length` tokens is taken to hold."""
         if length == self.sequence_length:
             return self.grid_size
-        num_patches = length - self.num_prefix_tokens
-        side = math.isqrt(max(num_patches, 0))
-        if num_patches <= 0 or side * side != num_patches:
+        try:
+            return grid_of_length(length, self.num_prefix_tokens)
+        except ValueError as error:
             raise ValueError(
                 f"{self.name}: cannot infer the patch grid of a sequence of "
-                f"{length} tokens ({self.num_prefix_tokens} prefix tokens + "
-                f"{num_patches} patches is not a square grid; built for "
-                f"{self.grid_size}); pass grid_size=(height, width)"
-            )
-        return (side, side)
+                f"{length} tokens (built for {self.grid_size}): {error} "
+                f"(the call's grid_size argument)"
+            ) from None
 
     def embeddings_for_grid(self, grid_size):
         """The (1, prefix + h * w, D) embeddings for a `grid_size` grid.

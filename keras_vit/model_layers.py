@@ -1,0 +1,154 @@
+"""A ViT's layers by role: the one module that knows how `keras_vit.ViT` names its layers.
+
+`keras_vit.ViT` builds a chain of named layers (`vit.py`); everything that reads a model back
+(fine-tuning, checkpoints, explanations, few-shot features, the training binary) finds its parts
+here, by role, instead of by string in each module:
+
+| role                 | layer name           | class                      |
+|----------------------|----------------------|----------------------------|
+| `patch_embedding`    | `patch_embedding`    | `PatchEmbedding`           |
+| `class_token`        | `class_token`        | `ClassToken`               |
+| `position_embedding` | `position_embedding` | `PositionEmbedding`        |
+| (blocks)             | `encoder_block_{i}`  | `TransformerBlock`         |
+| `encoder_norm`       | `encoder_norm`       | `LayerNormalization`       |
+| `pooling`            | `pooling`            | `TokenPooling`             |
+| `pre_logits`         | `pre_logits`         | `Dense` (tanh)             |
+| `head`               | `head`               | `Dense`                    |
+| `conv_root`          | `conv_root`          | `StdConv2D` (hybrids)      |
+| `gn_root`            | `gn_root`            | `GroupNormalization` (hybrids) |
+
+Only public Keras APIs are used: `model.layers` (topological order), `get_layer`, and each
+layer's `input` / `output` (the tensors of its first call).
+"""
+
+import keras
+
+from keras_vit.layers.class_token import ClassToken
+from keras_vit.layers.patch_embedding import PatchEmbedding
+from keras_vit.layers.pooling import TokenPooling
+from keras_vit.layers.position_embedding import PositionEmbedding
+from keras_vit.layers.std_conv import StdConv2D
+from keras_vit.layers.transformer_block import TransformerBlock
+
+# role -> (layer name, class the layer must be an instance of).
+ROLES = {
+    "patch_embedding": ("patch_embedding", PatchEmbedding),
+    "class_token": ("class_token", ClassToken),
+    "position_embedding": ("position_embedding", PositionEmbedding),
+    "encoder_norm": ("encoder_norm", keras.layers.LayerNormalization),
+    "pooling": ("pooling", TokenPooling),
+    "pre_logits": ("pre_logits", keras.layers.Dense),
+    "head": ("head", keras.layers.Dense),
+    "conv_root": ("conv_root", StdConv2D),
+    "gn_root": ("gn_root", keras.layers.GroupNormalization),
+}
+
+
+def find_layer(model, role):
+    """The layer of `model` playing `role` (a key of `ROLES`), or None if it has none.
+
+    Example:
+
+    >>> model = keras_vit.ViT("mu/4", image_size=16, num_classes=10)
+    >>> find_layer(model, "head").units, find_layer(model, "pre_logits")
+    (10, None)
+    """
+    if role not in ROLES:
+        raise ValueError(f"Unknown role {role!r}: expected one of {', '.join(ROLES)}")
+    name, cls = ROLES[role]
+    try:
+        layer = model.get_layer(name)
+    except ValueError:
+        return None
+    return layer if isinstance(layer, cls) else None
+
+
+def transformer_blocks(model):
+    """The `TransformerBlock` layers of `model`, in the order they run."""
+    # Functional models list their layers in topological order.
+    return [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
+
+
+def num_classes(model):
+    """Outputs of the model's `head` layer; None for a model without one."""
+    head = find_layer(model, "head")
+    return None if head is None else head.units
+
+
+def representation_size(model):
+    """Width of the model's `pre_logits` layer; None for a model without one."""
+    pre_logits = find_layer(model, "pre_logits")
+    return None if pre_logits is None else pre_logits.units
+
+
+def head_layer(num_classes, *, dtype=None):
+    """A new zero-initialized prediction head: `Dense(num_classes)` named `head`.
+
+    Zero kernel and bias (Section 3.2 of the paper: the fine-tuning head is a zero-initialized
+    D x K layer). Its dtype defaults to float32 under a mixed-precision global policy, so that
+    the logits, the softmax and the loss are computed in float32.
+    """
+    if dtype is None:
+        policy = keras.config.dtype_policy()
+        dtype = "float32" if policy.compute_dtype != policy.variable_dtype else None
+    return keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head", dtype=dtype)
+
+
+def layer_chain(model):
+    """`model`'s layers in call order, checked to be the chain `keras_vit.ViT` builds.
+
+    Every keras_vit model is a chain: one image input, each layer called once on the previous
+    layer's output, the last layer's output the model's output (hybrids too: their ResNet stem
+    is a chain of units).
+
+    Returns:
+        list of layers, the `InputLayer` first.
+
+    Raises:
+        ValueError: `model` is not a Functional model, has not exactly one input and one output,
+            has no `PositionEmbedding` or no `TransformerBlock`, is not a chain, or takes images
+            of an unknown size.
+    """
+    if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
+        raise ValueError(
+            f"Expected a keras_vit ViT (a Functional keras.Model), received "
+            f"{type(model).__name__}"
+        )
+    layers = list(model.layers)
+    kinds = [type(layer).__name__ for layer in layers[:6]]
+    if (
+        not layers
+        or not isinstance(layers[0], keras.layers.InputLayer)
+        or len(model.inputs) != 1
+        or len(model.outputs) != 1
+        or sum(isinstance(l, PositionEmbedding) for l in layers) != 1
+        or not any(isinstance(l, TransformerBlock) for l in layers)
+    ):
+        raise ValueError(
+            f"Model {model.name!r} is not a keras_vit ViT: expected one image input, "
+            f"one PositionEmbedding and TransformerBlocks, found layers {kinds}..."
+        )
+    # `layer.input` / `layer.output` are the tensors of a layer's first call. If each layer's
+    # first call takes the previous layer's first output and the model's output is the last
+    # layer's, the path from input to output is this chain, whatever other calls (a layer reused
+    # in another model) a layer has.
+    previous = layers[0]
+    for layer in layers[1:]:
+        if layer.input is not previous.output:
+            raise ValueError(
+                f"Model {model.name!r} is not a keras_vit ViT: layer {layer.name!r} "
+                f"does not take the output of {previous.name!r} (keras_vit models are "
+                f"a chain of layers)"
+            )
+        previous = layer
+    if model.outputs[0] is not previous.output:
+        raise ValueError(
+            f"Model {model.name!r} is not a keras_vit ViT: its output is not the output of "
+            f"its last layer {previous.name!r} (keras_vit models are a chain of layers)"
+        )
+    if len(model.input_shape) != 4 or None in model.input_shape[1:]:
+        raise ValueError(
+            f"Model {model.name!r} must take images of a fixed size, its input "
+            f"shape is {model.input_shape}"
+        )
+    return layers
