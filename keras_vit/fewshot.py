@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vit import model_layers
+
 DEFAULT_SHOTS = (1, 5, 10, 25)
 DEFAULT_L2_REG = 2.0**10
 # A constant feature carries the bias. It is large, so that the bias weight
@@ -47,9 +49,8 @@ def feature_model(model):
     >>> tuple(feature_model(model)(np.zeros((2, 16, 16, 3))).shape)
     (2, 32)
     """
-    try:
-        head = model.get_layer("head")
-    except ValueError:
+    head = model_layers.find_layer(model, "head")
+    if head is None:
         return model
     return keras.Model(model.input, head.input, name=f"{model.name}_features")
 

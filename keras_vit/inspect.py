@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vit import interpolation
+from keras_vit import interpolation, model_layers
 from keras_vit.layers.patch_embedding import PatchEmbedding
 from keras_vit.layers.position_embedding import PositionEmbedding
 from keras_vit.layers.transformer_block import TransformerBlock
@@ -726,10 +726,7 @@ def _batches(images, batch_size):
 
 
 def _head_layer(model):
-    try:
-        return model.get_layer("head")
-    except ValueError:
-        return None
+    return model_layers.find_layer(model, "head")
 
 
 def _displayable(image):

@@ -22,6 +22,7 @@ from absl import flags as absl_flags  # noqa: E402
 
 import keras_vit  # noqa: E402
 from keras_vit import checkpoints  # noqa: E402
+from keras_vit.files import atomic_write  # noqa: E402
 from training import flags as training_flags  # noqa: E402
 
 
@@ -69,16 +70,8 @@ def convert(npz, output, *, variant=None, image_size=None, num_classes=None, poo
     summary = checkpoints.load_npz(model, npz)
     for line in summary.lines():
         print_fn(line)
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    # Keras needs the .keras suffix on the temporary name too.
-    temporary = os.path.join(directory, f".{os.path.basename(output)}.{os.getpid()}.tmp.keras")
-    try:
+    with atomic_write(output) as temporary:
         model.save(temporary)
-        os.replace(temporary, output)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     print_fn(f"Wrote {output}: {model.name}, {model.count_params():,} parameters, "
              f"input {tuple(model.input_shape[1:])}, output {tuple(model.output_shape[1:])}.")
     return summary

@@ -58,22 +58,19 @@ def get_strategy(name, *, tpu=None):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
     if name == "multi_worker":
-        cluster_spec(required=True)
+        cluster_spec()
         return tf.distribute.MultiWorkerMirroredStrategy()
     return _tpu_strategy(tpu)
 
 
-def cluster_spec(required=False):
+def cluster_spec():
     """Parses `TF_CONFIG` and checks it describes this task in a cluster.
 
-    Args:
-        required: bool. Raise when `TF_CONFIG` is unset. Defaults to False.
-
     Returns:
-        The parsed `TF_CONFIG` dict, or None when it is unset and not required.
+        The parsed `TF_CONFIG` dict.
 
     Raises:
-        ValueError: `TF_CONFIG` unset (when required), not JSON, or without a `cluster` that
+        ValueError: `TF_CONFIG` unset, not JSON, or without a `cluster` that
             lists this task's `task.type`/`task.index`.
     """
     raw = os.environ.get("TF_CONFIG", "")
@@ -82,12 +79,10 @@ def cluster_spec(required=False):
         '"task": {"type": "worker", "index": 0}}\''
     )
     if not raw.strip():
-        if required:
-            raise ValueError(
-                "--strategy=multi_worker needs the TF_CONFIG environment variable describing the "
-                f"cluster and this task, e.g. {example}; it is not set"
-            )
-        return None
+        raise ValueError(
+            "--strategy=multi_worker needs the TF_CONFIG environment variable describing the "
+            f"cluster and this task, e.g. {example}; it is not set"
+        )
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as exc:

@@ -19,7 +19,6 @@ outputs["probabilities"].shape  # (2, num_classes)
 """
 
 import os
-import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,6 +28,7 @@ from absl import app, logging  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
 import keras_vit  # noqa: E402,F401  (registers the layers that load_model needs)
+from keras_vit.files import atomic_write  # noqa: E402
 from training import flags as training_flags  # noqa: E402
 from training import input_pipeline  # noqa: E402
 
@@ -79,12 +79,8 @@ def export_saved_model(model, output_dir):
         input_signature=[tf.TensorSpec((None, None, None, channels), tf.uint8, name="images")],
     )
     output_dir = os.path.abspath(os.fspath(output_dir))
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    temporary = os.path.join(parent, f".{os.path.basename(output_dir)}.tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
-    archive.write_out(temporary, verbose=False)
-    _replace_directory(temporary, output_dir)
+    with atomic_write(output_dir, directory=True) as temporary:
+        archive.write_out(temporary, verbose=False)
     logging.info(
         "Exported %s to %s: %s(images: uint8 (B, H, W, %d)) -> logits, probabilities; images "
         "are resized to %dx%d", model.name, output_dir, SIGNATURE, channels, height, width)
@@ -99,16 +95,6 @@ def load_model(path):
     if not os.path.isfile(path):
         raise ValueError(f"model file {path!r} does not exist")
     return keras.saving.load_model(path, compile=False)
-
-
-def _replace_directory(source, target):
-    """Moves `source` to `target`, replacing it; a kill leaves either version, or none."""
-    previous = target + ".old"
-    shutil.rmtree(previous, ignore_errors=True)
-    if os.path.exists(target):
-        os.rename(target, previous)
-    os.rename(source, target)
-    shutil.rmtree(previous, ignore_errors=True)
 
 
 def main(argv):

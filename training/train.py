@@ -37,7 +37,8 @@ from absl import app, logging  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
 import keras_vit  # noqa: E402
-from keras_vit import finetune  # noqa: E402
+from keras_vit import finetune, model_layers  # noqa: E402
+from keras_vit.files import atomic_write  # noqa: E402
 from training import checkpointing, distribute, export, fewshot, input_pipeline, optim  # noqa: E402
 from training import flags as training_flags  # noqa: E402
 from training.config import Config  # noqa: E402
@@ -211,13 +212,16 @@ class _Run:
         config, info = self.config, self.info
         pretrained = self.pretrained
         if pretrained is not None:
-            head = next((l for l in pretrained.layers if l.name == "head"), None)
-            same_classes = head is not None and head.units == info.num_classes
+            # The trained head stays when it has the dataset's classes (e.g. a higher
+            # resolution only); otherwise a zero head (keras_vit.finetune.head_plan).
+            same_classes = finetune.head_plan(
+                source_classes=model_layers.num_classes(pretrained),
+                target_classes=info.num_classes,
+            ) == "keep"
             try:
                 model = finetune.adapt(
                     pretrained,
                     image_size=config.image_size,
-                    # Same classes: the trained head stays (e.g. a higher resolution only).
                     num_classes=None if same_classes else info.num_classes,
                     position_embeddings=config.init_position_embeddings,
                 )
@@ -385,7 +389,7 @@ class _Run:
         config = self.config
         if self.is_chief:
             os.makedirs(self.workdir, exist_ok=True)
-            _atomic_write(os.path.join(self.workdir, "config.json"), config.to_json() + "\n")
+            _write_text(os.path.join(self.workdir, "config.json"), config.to_json() + "\n")
             self.train_writer = tf.summary.create_file_writer(
                 os.path.join(self.workdir, "logs", "train"))
             self.eval_writer = tf.summary.create_file_writer(
@@ -555,16 +559,14 @@ class _Run:
 
     def _write_final_outputs(self, metrics):
         model_path = os.path.join(self.workdir, "model.keras")
-        # model.save needs a name ending in .keras; the rename makes the file appear whole.
-        temporary = os.path.join(self.workdir, ".model.tmp.keras")
-        self.model.save(temporary)
-        os.replace(temporary, model_path)
+        with atomic_write(model_path) as temporary:
+            self.model.save(temporary)
         if self.config.export:
             # From the saved file, outside the strategy: the export is what
             # `python -m training.export` makes of model.keras.
             export.export_saved_model(model_path, os.path.join(self.workdir, "saved_model"))
         metrics["wall_seconds"] = time.time() - self.wall_start
-        _atomic_write(os.path.join(self.workdir, "metrics.json"),
+        _write_text(os.path.join(self.workdir, "metrics.json"),
                       json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
@@ -637,11 +639,10 @@ def evaluate_accuracy(model, dataset, *, data_dir, image_size, batch_size=500):
     return correct / total
 
 
-def _atomic_write(path, text):
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        f.write(text)
-    os.replace(temporary, path)
+def _write_text(path, text):
+    with atomic_write(path) as temporary:
+        with open(temporary, "w") as f:
+            f.write(text)
 
 
 if __name__ == "__main__":

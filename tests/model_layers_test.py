@@ -1,0 +1,77 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_vit
+from keras_vit import finetune, model_layers
+from keras_vit.layers import ClassToken, PatchEmbedding, PositionEmbedding, TransformerBlock
+
+
+def test_roles_and_head():
+    model = keras_vit.ViT("mu/4", image_size=16, num_classes=7, representation_size=5)
+    assert model_layers.find_layer(model, "head").units == 7
+    assert model_layers.num_classes(model) == 7
+    assert model_layers.representation_size(model) == 5
+    assert model_layers.find_layer(model, "conv_root") is None
+    assert [b.name for b in model_layers.transformer_blocks(model)] == ["encoder_block_0"]
+    with pytest.raises(ValueError, match="Unknown role 'logits': expected one of"):
+        model_layers.find_layer(model, "logits")
+    headless = keras_vit.ViT("mu/4", image_size=16, include_top=False)
+    assert model_layers.num_classes(headless) is None
+
+
+def test_head_layer_is_float32_under_mixed_precision():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        head = model_layers.head_layer(3)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert head.dtype_policy.compute_dtype == "float32"
+    assert model_layers.head_layer(3).dtype_policy.name == previous.name
+
+
+def test_chain_rejects_a_layer_called_twice():
+    images = keras.Input((8, 8, 3), name="images")
+    x = PatchEmbedding(4, 8, name="patch_embedding")(images)
+    x = ClassToken(name="class_token")(x)
+    x = PositionEmbedding((2, 2), name="position_embedding")(x)
+    block = TransformerBlock(2, 16, name="encoder_block_0")
+    x = block(x)
+    x = keras.layers.Identity(name="between")(x)
+    x = block(x)  # shared weights: not the chain keras_vit.ViT builds
+    x = keras.layers.LayerNormalization(name="encoder_norm")(x)
+    model = keras.Model(images, x, name="reused")
+    with pytest.raises(ValueError, match=r"Model 'reused' is not a keras_vit ViT: layer "
+                                         r"'encoder_norm' does not take the output of 'between'"):
+        model_layers.layer_chain(model)
+    chain = model_layers.layer_chain(keras_vit.ViT("mu/4", image_size=16, num_classes=2))
+    assert [l.name for l in chain][:4] == ["images", "patch_embedding", "class_token",
+                                           "position_embedding"]
+
+
+@pytest.mark.parametrize("kwargs, plan", [
+    (dict(source_classes=10, target_classes=10), "keep"),
+    (dict(source_classes=10, target_classes=10, source_pre_logits=8, target_pre_logits=8), "keep"),
+    (dict(source_classes=10, target_classes=10, source_pre_logits=8), "zero_init"),
+    (dict(source_classes=21843, target_classes=10), "zero_init"),
+    (dict(source_classes=None, target_classes=10), "zero_init"),
+    (dict(source_classes=10, target_classes=None), "none"),
+])
+def test_head_plan(kwargs, plan):
+    assert finetune.head_plan(**kwargs) == plan
+
+
+def test_model_head_plan_decides_what_weights_loads(tmp_path):
+    source = keras_vit.ViT("mu/4", image_size=16, num_classes=10)
+    rng = np.random.default_rng(0)
+    source.set_weights([rng.normal(size=w.shape).astype("float32") for w in source.weights])
+    path = str(tmp_path / "source.keras")
+    source.save(path)
+    same = keras_vit.ViT("mu/4", image_size=16, num_classes=10, weights=path)
+    assert finetune.model_head_plan(source, same) == "keep"
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(same.get_layer("head").kernel),
+                                  keras.ops.convert_to_numpy(source.get_layer("head").kernel))
+    other = keras_vit.ViT("mu/4", image_size=16, num_classes=3, weights=path)
+    assert finetune.model_head_plan(source, other) == "zero_init"
+    assert float(np.abs(keras.ops.convert_to_numpy(other.get_layer("head").kernel)).max()) == 0.0
