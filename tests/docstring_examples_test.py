@@ -20,6 +20,7 @@ from keras_vit import (
     vit,
 )
 from keras_vit.layers import (
+    block_kernels,
     class_token,
     patch_embedding,
     pooling,
@@ -35,6 +36,8 @@ MODULES = [variants, vit, checkpoints, finetune, fewshot, inspect, interpolation
 MODULES += [resnet, std_conv]  # the hybrid ViT's ResNet
 
 MODULES += [files, model_layers]
+
+MODULES += [block_kernels]  # the Transformer block's backend-specific kernels
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -1,8 +1,11 @@
 """The pre-LayerNorm Transformer encoder block of ViT."""
 
+import functools
+
 import keras
 from keras import ops
 
+from keras_vit.layers.block_kernels import attention, gelu, layer_norm
 from keras_vit.validation import check_positive_int, check_rate
 
 
@@ -18,11 +21,13 @@ class TransformerBlock(keras.layers.Layer):
     residual branch per example.
 
     Queries, keys and values come from one fused (D, 3D) projection with
-    biases: one matmul instead of three. Attention goes through
-    `keras.ops.dot_product_attention`, so a backend's fused kernel is used
-    where it has one, except when attention weights are requested or
-    attention dropout is active in training, which need the weights
-    explicitly.
+    biases: one matmul instead of three. Attention, the LayerNorms and the
+    GELU are computed by `keras_vit.layers.block_kernels`, which says how
+    and why each differs by backend: attention goes through
+    `keras.ops.dot_product_attention` on JAX and PyTorch, so a backend's
+    fused kernel is used where it has one, except when attention weights are
+    requested or attention dropout is active in training, which need the
+    weights explicitly.
 
     Args:
         num_heads: int. Number of attention heads; must divide the width D
@@ -129,7 +134,7 @@ class TransformerBlock(keras.layers.Layer):
         )
         self.mlp_dense_1 = keras.layers.Dense(
             self.mlp_dim,
-            activation=self._mlp_activation,
+            activation=self._gelu,
             kernel_initializer=xavier(),
             bias_initializer=tiny(stddev=1e-6),
             name="mlp_dense_1",
@@ -154,82 +159,28 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_dense_1.build(token_shape)
         self.mlp_dense_2.build((None, self.mlp_dim))
 
-    def _attention(self, x, batch, length, training, return_weights):
-        # x: (B * T, D) normed tokens. q, k and v are split with unstack,
-        # whose gradient is one stack, not three zero-padded slice gradients.
-        qkv = ops.reshape(
-            self.qkv(x), (batch, length, 3, self.num_heads, self.head_dim)
+    def _gelu(self, x):
+        # mlp_dense_1's activation, so that on TensorFlow the GELU ops sit in
+        # the Dense's name scope, where grappler fuses them into the matmul.
+        return gelu(x, self.approximate_gelu)
+
+    def _msa(self, x, batch, length, training, return_weights):
+        # Multi-head self-attention of (B * T, D) normed tokens, with the
+        # dropout that follows its output projection.
+        dropout = None
+        if training and self.attention_dropout > 0:
+            dropout = functools.partial(self.attention_dropout_layer, training=True)
+        out, weights = attention(
+            self.qkv(x), batch, length, self.num_heads, self.compute_dtype,
+            dropout=dropout, return_weights=return_weights,
         )
-        explicit = return_weights or (training and self.attention_dropout > 0)
-        if not explicit and keras.backend.backend() != "tensorflow":
-            # JAX and PyTorch dispatch this to fused (cuDNN / flash / SDPA)
-            # kernels where they have them.
-            query, key, value = ops.unstack(qkv, 3, axis=2)
-            out = ops.dot_product_attention(query, key, value)
-            weights = None
-        else:
-            # TensorFlow has no fused attention kernel, and its generic path
-            # (einsums over (B, T, H, d) operands) transposes each operand
-            # inside every einsum. One transpose to (3, B, H, T, d) makes
-            # both products plain batched matmuls: about 30% less time per
-            # attention on a 2-core CPU. The scale goes on the queries,
-            # the smaller tensor.
-            qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
-            query, key, value = ops.unstack(qkv, 3, axis=0)
-            query = query * ops.cast(self.head_dim**-0.5, query.dtype)
-            logits = ops.einsum("bhtd,bhsd->bhts", query, key)
-            if return_weights or keras.backend.backend() != "tensorflow":
-                # Softmax in float32 whatever the compute dtype; returned
-                # weights are float32.
-                weights = ops.softmax(ops.cast(logits, "float32"), axis=-1)
-                probs = ops.cast(weights, self.compute_dtype)
-            else:
-                # TensorFlow's softmax kernels compute bfloat16 in float32
-                # internally, so the compute dtype loses nothing and saves two
-                # casts of a (B, H, T, T) tensor (about 3% of a
-                # mixed_bfloat16 B/16 forward pass on a 2-core CPU).
-                weights = None
-                probs = ops.softmax(logits, axis=-1)
-            probs = self.attention_dropout_layer(probs, training=training)
-            out = ops.einsum("bhts,bhsd->bhtd", probs, value)
-            out = ops.transpose(out, (0, 2, 1, 3))
-        out = ops.reshape(out, (-1, self.hidden_dim))
-        return self.attention_output(out), (weights if return_weights else None)
+        out = self.dropout_layer(self.attention_output(out), training=training)
+        return out, weights
 
-    def _norm(self, norm, x):
-        # x: (B * T, D). Without XLA, TensorFlow runs each elementwise op as
-        # its own pass over the tensor, and Keras' generic
-        # `layer_normalization` builds full-size intermediates from gamma and
-        # the mean. Centring first takes fewer full-size passes: the
-        # LayerNorms of a B/16 forward pass took 61 instead of 110 ms of op
-        # time in float32 (51 instead of 77 in mixed_bfloat16) on a 2-core
-        # CPU. Same weights, same float32 arithmetic up to rounding.
-        # Elsewhere the layer's own call: PyTorch's fused kernel, XLA's
-        # fusion on JAX.
-        if keras.backend.backend() != "tensorflow":
-            return norm(x)
-        x = ops.cast(x, "float32")
-        centred = x - ops.mean(x, axis=-1, keepdims=True)
-        variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
-        out = centred * ops.rsqrt(variance + norm.epsilon)
-        out = out * ops.cast(norm.gamma, "float32") + ops.cast(norm.beta, "float32")
-        return ops.cast(out, self.compute_dtype)
-
-    def _mlp_activation(self, x):
-        # Called by `mlp_dense_1` as its activation, inside its name scope.
-        if keras.backend.backend() == "tensorflow":
-            # Applied directly to the Dense output: TensorFlow's graph
-            # optimizer (grappler's remapper, with oneDNN on CPU) then fuses
-            # MatMul + BiasAdd + GELU into one kernel, in float32 and in
-            # bfloat16, and GELU costs nothing. It does so only when the GELU
-            # ops share the BiasAdd's name scope, hence the activation
-            # argument rather than a call after the layer.
-            return ops.gelu(x, approximate=self.approximate_gelu)
-        # Elsewhere GELU runs in float32: more accurate under mixed
-        # precision, and on CPU faster than bfloat16 elementwise ops, which
-        # convert to float32 and back.
-        out = ops.gelu(ops.cast(x, "float32"), approximate=self.approximate_gelu)
-        return ops.cast(out, x.dtype)
+    def _mlp(self, x, training):
+        # Dense(mlp_dim) -> GELU -> Dense(D), dropout after each Dense.
+        x = self.dropout_layer(self.mlp_dense_1(x), training=training)
+        return self.dropout_layer(self.mlp_dense_2(x), training=training)
 
     def _drop_path(self, branch, batch, training):
         # branch: (B * T, D); one keep/drop draw per example, shared by its
@@ -249,17 +200,16 @@ class TransformerBlock(keras.layers.Layer):
         # (B * T, D) matrix: one 2-D GEMM per projection is measurably faster
         # on CPU than the batched 3-D matmul a Dense does on (B, T, D).
         x = ops.reshape(inputs, (-1, self.hidden_dim))
-        branch, weights = self._attention(
-            self._norm(self.attention_norm, x), batch, length, training,
+        # Eq. (2): x = x + MSA(LN(x)).
+        attended, weights = self._msa(
+            layer_norm(self.attention_norm, x), batch, length, training,
             return_attention_weights,
         )
-        branch = self.dropout_layer(branch, training=training)
-        x = x + self._drop_path(branch, batch, training)
-        branch = self.mlp_dense_1(self._norm(self.mlp_norm, x))
-        branch = self.dropout_layer(branch, training=training)
-        branch = self.mlp_dense_2(branch)
-        branch = self.dropout_layer(branch, training=training)
-        x = x + self._drop_path(branch, batch, training)
+        x = x + self._drop_path(attended, batch, training)
+        # Eq. (3): x = x + MLP(LN(x)).
+        x = x + self._drop_path(
+            self._mlp(layer_norm(self.mlp_norm, x), training), batch, training
+        )
         x = ops.reshape(x, (batch, length, self.hidden_dim))
         if return_attention_weights:
             return x, weights

@@ -6,6 +6,7 @@ import pytest
 from layer_testing import run_layer_test, to_numpy
 
 from keras_vit.layers import TransformerBlock
+from keras_vit.layers.block_kernels import layer_norm
 
 
 def _layer_norm(x, scale, bias, eps=1e-6):
@@ -166,9 +167,10 @@ def test_tensorflow_fuses_gelu_into_the_mlp_matmul(dtype, approximate, fused_gel
 
 @pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-4), ("mixed_bfloat16", 2e-2)])
 def test_block_layer_norm_matches_a_float64_reference(dtype, tolerance):
-    # On TensorFlow the block normalizes with its own, faster formulation,
-    # using the LayerNormalization sublayers' weights (elsewhere it calls the
-    # sublayer); either way it must give the LayerNorm of float64 arithmetic.
+    # On TensorFlow the block normalizes with its own, faster formulation
+    # (`block_kernels.layer_norm`), using the LayerNormalization sublayers'
+    # weights (elsewhere it calls the sublayer); either way it must give the
+    # LayerNorm of float64 arithmetic.
     block = TransformerBlock(2, 16, dtype=dtype)
     block.build((1, 40, 8))
     rng = np.random.default_rng(2)
@@ -181,7 +183,7 @@ def test_block_layer_norm_matches_a_float64_reference(dtype, tolerance):
     x = to_numpy(keras.ops.cast(keras.ops.cast(x, block.compute_dtype), "float32"))
     expected = _layer_norm(x.astype("float64"), to_numpy(norm.gamma), to_numpy(norm.beta))
     ours = to_numpy(keras.ops.cast(
-        block._norm(norm, keras.ops.cast(x, block.compute_dtype)), "float32"))
+        layer_norm(norm, keras.ops.cast(x, block.compute_dtype)), "float32"))
     # float32: within what float32 inputs of magnitude 50 and spread 0.5
     # allow (PyTorch's fused kernel is 3e-5 off here); bfloat16: within the
     # rounding of the output.
