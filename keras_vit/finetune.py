@@ -285,6 +285,33 @@ def head_plan(*, source_classes, target_classes, source_pre_logits=None, target_
     return "zero_init"
 
 
+def default_pre_logits(*, source_classes, source_pre_logits, target_classes):
+    """The pre-logits width of a model built from another's weights, when none is asked for.
+
+    The companion of `head_plan` for builders that choose the new model's architecture
+    (`training.convert`): the source's pre-logits layer stays only together with its head, i.e.
+    when the new model keeps the source's classes. For other classes the paper's transfer
+    replaces the whole pre-training head, pre-logits included, by one zero-initialized linear
+    layer.
+
+    Args:
+        source_classes: int or None. Classes of the source's head.
+        source_pre_logits: int or None. Width of the source's pre-logits layer.
+        target_classes: int or None. Classes of the new model's head.
+
+    Returns:
+        int or None: the new model's `representation_size`.
+
+    Example:
+
+    >>> default_pre_logits(source_classes=21843, source_pre_logits=768, target_classes=21843)
+    768
+    >>> default_pre_logits(source_classes=21843, source_pre_logits=768, target_classes=10) is None
+    True
+    """
+    return source_pre_logits if target_classes == source_classes else None
+
+
 def model_head_plan(source, target):
     """`head_plan` of two models: `source`'s weights loaded into `target`'s architecture."""
     return head_plan(

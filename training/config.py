@@ -13,10 +13,10 @@ slower. An SVM reaches about 98.9% on this split.
 
 import dataclasses
 import json
-import math
 import os
 
 from keras_vit.layers.pooling import POOLINGS  # noqa: F401  (the model's own list; flags use it)
+from keras_vit.validation import check_choice, check_int, check_number
 from training import distribute, optim
 
 MIXED_PRECISION = ("off", "bfloat16", "float16")
@@ -179,28 +179,28 @@ class Config:
         """
         for name in ("image_size", "global_batch_size", "shuffle_buffer", "keep_checkpoints",
                      "log_every_steps"):
-            _check_int(name, getattr(self, name), minimum=1)
+            check_int(name, getattr(self, name), minimum=1)
         for name in ("epochs", "train_steps", "warmup_steps", "checkpoint_every_steps",
                      "eval_every_epochs", "representation_size", "seed"):
-            _check_int(name, getattr(self, name), minimum=0)
+            check_int(name, getattr(self, name), minimum=0)
         if self.epochs == 0 and self.train_steps == 0:
             raise ValueError("epochs and train_steps are both 0: set one of them to a positive "
                              "number")
-        _check_choice("optimizer", self.optimizer, optim.OPTIMIZERS)
-        _check_choice("schedule", self.schedule, optim.SCHEDULES)
-        _check_choice("strategy", self.strategy, distribute.STRATEGIES)
-        _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
-        _check_choice("pooling", self.pooling, POOLINGS)
-        _check_float("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        check_choice("optimizer", self.optimizer, optim.OPTIMIZERS)
+        check_choice("schedule", self.schedule, optim.SCHEDULES)
+        check_choice("strategy", self.strategy, distribute.STRATEGIES)
+        check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_number("learning_rate", self.learning_rate, low=0.0, low_open=True)
         for name in ("weight_decay", "grad_clip_norm", "mixup", "cutmix"):
-            _check_float(name, getattr(self, name), low=0.0)
+            check_number(name, getattr(self, name), low=0.0)
         for name in ("label_smoothing", "dropout", "attention_dropout", "drop_path_rate"):
-            _check_float(name, getattr(self, name), low=0.0, high=1.0)
-        _check_float("min_crop_area", self.min_crop_area, low=0.0, high=1.0, low_open=True,
+            check_number(name, getattr(self, name), low=0.0, high=1.0)
+        check_number("min_crop_area", self.min_crop_area, low=0.0, high=1.0, low_open=True,
                      high_open=False)
-        _check_float("randaugment_magnitude", self.randaugment_magnitude, low=0.0, high=1.0,
+        check_number("randaugment_magnitude", self.randaugment_magnitude, low=0.0, high=1.0,
                      high_open=False)
-        _check_choice("init_position_embeddings", self.init_position_embeddings,
+        check_choice("init_position_embeddings", self.init_position_embeddings,
                       POSITION_EMBEDDING_INITS)
         if self.init_from is not None:
             if not isinstance(self.init_from, str) or not self.init_from.endswith(
@@ -211,8 +211,8 @@ class Config:
                 raise ValueError(f"init_from file {self.init_from!r} does not exist")
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset must be a TFDS name, received {self.dataset!r}")
-        _check_int("fewshot_every_steps", self.fewshot_every_steps, minimum=0)
-        _check_int("fewshot_seeds", self.fewshot_seeds, minimum=1)
+        check_int("fewshot_every_steps", self.fewshot_every_steps, minimum=0)
+        check_int("fewshot_seeds", self.fewshot_seeds, minimum=1)
         parse_shots(self.fewshot_shots, name="fewshot_shots")
         return self
 
@@ -230,26 +230,6 @@ class Config:
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-
-def _check_int(name, value, minimum):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, received {value!r}")
-
-
-def _check_float(name, value, low, high=math.inf, low_open=False, high_open=True):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (
-            value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a number in {interval}, received {value!r}")
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"Unknown {name} {value!r}: expected one of {', '.join(choices)}")
 
 
 def parse_shots(text, name="shots"):

@@ -21,7 +21,7 @@ from absl import app  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
 import keras_vit  # noqa: E402
-from keras_vit import checkpoints  # noqa: E402
+from keras_vit import checkpoints, finetune  # noqa: E402
 from keras_vit.files import atomic_write  # noqa: E402
 from training import flags as training_flags  # noqa: E402
 
@@ -61,10 +61,10 @@ def convert(npz, output, *, variant=None, image_size=None, num_classes=None, poo
                 raise ValueError(
                     f"--{name} is unset and the checkpoint does not imply it "
                     f"({info['description']}): pass --{name}")
-    if representation_size is None and settings["num_classes"] != info["num_classes"]:
-        # The paper's transfer: the whole pre-training head (pre-logits included) is replaced
-        # by one zero-initialized linear layer.
-        settings["representation_size"] = None
+    if representation_size is None:
+        settings["representation_size"] = finetune.default_pre_logits(
+            source_classes=info["num_classes"], source_pre_logits=info["representation_size"],
+            target_classes=settings["num_classes"])
     settings["representation_size"] = settings["representation_size"] or None
     model = keras_vit.ViT(settings.pop("variant"), **settings)
     summary = checkpoints.load_npz(model, npz)

@@ -20,6 +20,8 @@ import os
 
 import tensorflow as tf
 
+from keras_vit.validation import check_choice
+
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
 
@@ -44,8 +46,7 @@ def get_strategy(name, *, tpu=None):
     >>> get_strategy("default").num_replicas_in_sync
     1
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}: expected one of {', '.join(STRATEGIES)}")
+    check_choice("strategy", name, STRATEGIES)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":

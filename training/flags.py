@@ -1,10 +1,10 @@
 """Every command-line flag of the binaries, defined in this one module.
 
-`python -m training.train` calls `define_training_flags()`, `python -m training.export` calls
-`define_export_flags()` (`training.inspect`: `define_inspect_flags()`, `training.fewshot`:
-`define_fewshot_flags()`, `training.convert`: `define_convert_flags()`), each before
-`app.run`; library code never reads flags. Training flags
-mirror the fields of `training.config.Config` one to one, and take their defaults from it, so
+Each binary's flags are a table here: `python -m training.train` calls `define_training_flags()`,
+`training.export` `define_export_flags()`, `training.explain` `define_explain_flags()`,
+`training.fewshot` `define_fewshot_flags()`, `training.convert` `define_convert_flags()`, each
+before `app.run`; library code never reads flags. Training flags mirror the fields of
+`training.config.Config` one to one, and take their defaults from it, so
 `python -m training.train --workdir=DIR` and `train_and_evaluate(Config(), DIR)` are the same run.
 """
 
@@ -107,30 +107,89 @@ _ENUMS = {
     "init_position_embeddings": POSITION_EMBEDDING_INITS,
 }
 
+# The other binaries' flags: (name, kind, default, help[, enum values]).
+_MODEL = ("model", "string", None, "A .keras model, e.g. WORKDIR/model.keras.")
+
+_EXPORT_FLAGS = (
+    _MODEL,
+    ("output_dir", "string", None, "Directory to write the SavedModel into."),
+)
+
+_EXPLAIN_FLAGS = (
+    _MODEL,
+    ("output_dir", "string", None, "Directory to write the PNGs and analysis.json into."),
+    ("images", "list", [], "Comma-separated PNG/JPEG files, directories of them or glob "
+     "patterns; resized to the model's input size."),
+    ("dataset", "string", None, "TFDS dataset to take images from instead of (or as well as) "
+     "--images."),
+    ("data_dir", "string", None, "TFDS data directory of --dataset."),
+    ("split", "string", "test", "Split of --dataset to take the first images of."),
+    ("num_images", "integer", 32, "Images taken from --dataset (the paper averages attention "
+     "distances over 128)."),
+    ("rollout_images", "integer", 8, "Images shown in rollout.png (the first ones)."),
+    ("batch_size", "integer", 32, "Images per forward pass."),
+    ("head_fusion", "enum", "mean", "How attention rollout fuses heads.", ["mean", "max", "min"]),
+    ("discard_ratio", "float", 0.0, "Fraction of the smallest fused attention weights attention "
+     "rollout drops, in [0, 1)."),
+    ("num_components", "integer", 28, "Principal components of the patch embedding filters to "
+     "draw."),
+)
+
+_FEWSHOT_FLAGS = (
+    _MODEL,
+    ("dataset", "string", None, "TFDS image-classification dataset, e.g. digits or "
+     "cifar10_jpeg."),
+    ("data_dir", "string", None, "TFDS data directory; unset: TFDS's default."),
+    ("train_split", "string", "train", "Split the few-shot examples are drawn from; all its "
+     "features are computed, so bound it on big datasets ('train[:65000]')."),
+    ("eval_split", "string", None, "Split accuracy is measured on; unset: 'test', else "
+     "'validation'."),
+    ("shots", "list", ["1", "5", "10", "25"], "Comma-separated examples per class."),
+    ("seeds", "integer", 3, "Random draws per shot count."),
+    ("l2_reg", "float", 1024.0, "L2 regularization of the least-squares fit (big_vision's 2^10)."),
+    ("batch_size", "integer", 256, "Images per forward pass."),
+    ("output", "string", None, "Optional JSON file to write the results into."),
+)
+
+# The model flags share their names with the training binary's; here they default to None: the
+# value the checkpoint's shapes imply.
+_CONVERT_FLAGS = (
+    ("npz", "string", None, "Released checkpoint (.npz) to convert: the original ViT, big_vision "
+     "or AugReg layout."),
+    ("output", "string", None, "The .keras model file to write."),
+    ("variant", "string", None, "keras_vit variant SIZE/PATCH; unset: the checkpoint's."),
+    ("image_size", "integer", None, "Image side of the model (position embeddings are "
+     "interpolated); unset: the checkpoint's."),
+    ("num_classes", "integer", None, "Classes of the model's head: another count than the "
+     "checkpoint's gets a zero-initialized head; unset: the checkpoint's."),
+    ("representation_size", "integer", None, "Width of the pre-logits layer; 0: none (the "
+     "checkpoint's is dropped); unset: the checkpoint's if --num_classes is too, else none (the "
+     "paper's fine-tuning)."),
+    ("pooling", "enum", None, "'token' or 'gap'; unset: the checkpoint's.", POOLINGS),
+)
+
 _DEFINE = {
     "string": flags.DEFINE_string,
     "integer": flags.DEFINE_integer,
     "float": flags.DEFINE_float,
     "bool": flags.DEFINE_bool,
+    "list": flags.DEFINE_list,
 }
 
 
 def define_training_flags():
-    """Defines `--workdir` and one flag per `Config` field (idempotent)."""
-    if "workdir" in FLAGS:
-        return
-    flags.DEFINE_string(
-        "workdir", None,
-        "Directory of the run: checkpoints, TensorBoard logs, model.keras, metrics.json, "
-        "saved_model. Re-running the same command resumes from its last checkpoint.",
+    """Defines `--workdir` and one flag per `Config` field."""
+    _define(
+        (("workdir", "string", None, "Directory of the run: checkpoints, TensorBoard logs, "
+          "model.keras, metrics.json, saved_model. Re-running the same command resumes from its "
+          "last checkpoint."),)
+        + tuple(
+            (name, kind, getattr(_D, name), help_text)
+            + ((_ENUMS[name],) if kind == "enum" else ())
+            for name, kind, help_text in _TRAINING_FLAGS
+        ),
+        required=["workdir"],
     )
-    flags.mark_flag_as_required("workdir")
-    for name, kind, help_text in _TRAINING_FLAGS:
-        default = getattr(_D, name)
-        if kind == "enum":
-            flags.DEFINE_enum(name, default, _ENUMS[name], help_text)
-        else:
-            _DEFINE[kind](name, default, help_text)
 
 
 def config_from_flags():
@@ -148,93 +207,42 @@ def config_from_flags():
 
 
 def define_export_flags():
-    """Defines the flags of `python -m training.export` (idempotent)."""
-    if "output_dir" in FLAGS:
-        return
-    flags.DEFINE_string("model", None, "A .keras model, e.g. WORKDIR/model.keras.")
-    flags.DEFINE_string("output_dir", None, "Directory to write the SavedModel into.")
-    flags.mark_flags_as_required(["model", "output_dir"])
+    """Defines the flags of `python -m training.export`."""
+    _define(_EXPORT_FLAGS, required=["model", "output_dir"])
 
 
-def _define_once(kind, name, default, help_text, **kwargs):
-    # Binaries share flag names (--model, --dataset, ...); defining one twice in a process that
-    # imports several binaries would raise DuplicateFlagError.
-    if name in FLAGS:
-        return
-    if kind == "enum":
-        flags.DEFINE_enum(name, default, kwargs["enum_values"], help_text)
-    else:
-        getattr(flags, f"DEFINE_{kind}")(name, default, help_text)
+def define_explain_flags():
+    """Defines the flags of `python -m training.explain`."""
+    _define(_EXPLAIN_FLAGS, required=["model", "output_dir"])
 
 
-def define_inspect_flags():
-    """Defines the flags of `python -m training.inspect` (idempotent)."""
-    _define_once("string", "model", None, "A .keras model, e.g. WORKDIR/model.keras.")
-    _define_once("string", "output_dir", None, "Directory to write the PNGs and analysis.json "
-                 "into.")
-    _define_once("list", "images", [], "Comma-separated PNG/JPEG files, directories of them or "
-                 "glob patterns; resized to the model's input size.")
-    _define_once("string", "dataset", None, "TFDS dataset to take images from instead of (or as "
-                 "well as) --images.")
-    _define_once("string", "data_dir", None, "TFDS data directory of --dataset.")
-    _define_once("string", "split", "test", "Split of --dataset to take the first images of.")
-    _define_once("integer", "num_images", 32, "Images taken from --dataset (the paper averages "
-                 "attention distances over 128).")
-    _define_once("integer", "rollout_images", 8, "Images shown in rollout.png (the first ones).")
-    _define_once("integer", "batch_size", 32, "Images per forward pass.")
-    _define_once("enum", "head_fusion", "mean", "How attention rollout fuses heads.",
-                 enum_values=["mean", "max", "min"])
-    _define_once("float", "discard_ratio", 0.0, "Fraction of the smallest fused attention weights "
-                 "attention rollout drops, in [0, 1).")
-    _define_once("integer", "num_components", 28, "Principal components of the patch embedding "
-                 "filters to draw.")
-    flags.mark_flags_as_required(["model", "output_dir"])
+# The binary's old name (training.inspect), for one release.
+define_inspect_flags = define_explain_flags
 
 
 def define_fewshot_flags():
-    """Defines the flags of `python -m training.fewshot` (idempotent)."""
-    _define_once("string", "model", None, "A .keras model, e.g. WORKDIR/model.keras.")
-    _define_once("string", "dataset", None, "TFDS image-classification dataset, e.g. digits or "
-                 "cifar10_jpeg.")
-    _define_once("string", "data_dir", None, "TFDS data directory; unset: TFDS's default.")
-    _define_once("string", "train_split", "train", "Split the few-shot examples are drawn from; "
-                 "all its features are computed, so bound it on big datasets "
-                 "('train[:65000]').")
-    _define_once("string", "eval_split", None, "Split accuracy is measured on; unset: 'test', "
-                 "else 'validation'.")
-    _define_once("list", "shots", ["1", "5", "10", "25"], "Comma-separated examples per class.")
-    _define_once("integer", "seeds", 3, "Random draws per shot count.")
-    _define_once("float", "l2_reg", 1024.0, "L2 regularization of the least-squares fit "
-                 "(big_vision's 2^10).")
-    _define_once("integer", "batch_size", 256, "Images per forward pass.")
-    _define_once("string", "output", None, "Optional JSON file to write the results into.")
-    flags.mark_flags_as_required(["model", "dataset"])
+    """Defines the flags of `python -m training.fewshot`."""
+    _define(_FEWSHOT_FLAGS, required=["model", "dataset"])
 
 
 def define_convert_flags():
-    """Defines the flags of `python -m training.convert` (idempotent).
+    """Defines the flags of `python -m training.convert`."""
+    _define(_CONVERT_FLAGS, required=["npz", "output"])
 
-    The model flags share their names with the training binary's; each binary runs in its own
-    process, and here they default to None: the value the checkpoint's shapes imply.
+
+def _define(table, *, required):
+    """Defines each flag of `table` that is not defined yet; marks the `required` ones.
+
+    Calling a `define_*_flags` function twice is harmless, and so is importing several binaries
+    into one process (tests do): binaries share flag names (--model, --dataset, ...), and a
+    name's first definition is kept. A binary's own process defines only its own flags.
     """
-    if "npz" in FLAGS:
-        return
-    flags.DEFINE_string("npz", None, "Released checkpoint (.npz) to convert: the original ViT, "
-                        "big_vision or AugReg layout.")
-    flags.DEFINE_string("output", None, "The .keras model file to write.")
-    flags.mark_flags_as_required(["npz", "output"])
-    model_flags = (
-        ("variant", flags.DEFINE_string, "keras_vit variant SIZE/PATCH; unset: the checkpoint's."),
-        ("image_size", flags.DEFINE_integer, "Image side of the model (position embeddings are "
-         "interpolated); unset: the checkpoint's."),
-        ("num_classes", flags.DEFINE_integer, "Classes of the model's head: another count than "
-         "the checkpoint's gets a zero-initialized head; unset: the checkpoint's."),
-        ("representation_size", flags.DEFINE_integer, "Width of the pre-logits layer; 0: none "
-         "(the checkpoint's is dropped); unset: the checkpoint's if --num_classes is too, "
-         "else none (the paper's fine-tuning)."),
-    )
-    for name, define, help_text in model_flags:
-        if name not in FLAGS:
-            define(name, None, help_text)
-    if "pooling" not in FLAGS:
-        flags.DEFINE_enum("pooling", None, POOLINGS, "'token' or 'gap'; unset: the checkpoint's.")
+    for name, kind, default, help_text, *enum_values in table:
+        if name in FLAGS:
+            continue
+        if kind == "enum":
+            flags.DEFINE_enum(name, default, enum_values[0], help_text)
+        else:
+            _DEFINE[kind](name, default, help_text)
+        if name in required:
+            flags.mark_flag_as_required(name)

@@ -16,6 +16,7 @@ optimizer = create_optimizer("adamw", schedule, weight_decay=0.05, global_clipno
 import keras
 
 import keras_vit
+from keras_vit.validation import check_choice, check_int, check_number, check_positive_int
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -102,14 +103,10 @@ def create_learning_rate_schedule(schedule, *, learning_rate, total_steps, warmu
     >>> [round(float(lr(s)), 4) for s in (0, 5, 10, 60, 110)]
     [0.0, 0.5, 1.0, 0.5, 0.0]
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"Unknown schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be positive, received {learning_rate!r}")
-    if not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be a positive integer, received {total_steps!r}")
-    if not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be an integer >= 0, received {warmup_steps!r}")
+    check_choice("schedule", schedule, SCHEDULES)
+    check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+    check_positive_int("total_steps", total_steps)
+    check_int("warmup_steps", warmup_steps, minimum=0)
     if warmup_steps >= total_steps and schedule != "constant":
         raise ValueError(
             f"warmup_steps {warmup_steps} must be smaller than the {total_steps} training steps "
@@ -171,12 +168,10 @@ def create_optimizer(
     Raises:
         ValueError: an unknown name, a negative weight decay or a non-positive clip norm.
     """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
-    if not weight_decay >= 0:
-        raise ValueError(f"weight_decay must be >= 0, received {weight_decay!r}")
-    if global_clipnorm is not None and not global_clipnorm > 0:
-        raise ValueError(f"global_clipnorm must be positive or None, received {global_clipnorm!r}")
+    check_choice("optimizer", name, OPTIMIZERS)
+    check_number("weight_decay", weight_decay, low=0.0)
+    if global_clipnorm is not None:
+        check_number("global_clipnorm", global_clipnorm, low=0.0, low_open=True)
     common = dict(learning_rate=learning_rate, global_clipnorm=global_clipnorm)
     if name == "adamw":
         # AdamW insists on a float; the others take None for "no decay".

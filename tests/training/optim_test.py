@@ -74,7 +74,7 @@ def test_linear_warmup_round_trips_through_its_config():
     [
         (dict(schedule="step"), "Unknown schedule 'step'"),
         (dict(warmup_steps=100), "warmup_steps 100 must be smaller than the 100 training steps"),
-        (dict(learning_rate=0.0), "learning_rate must be positive"),
+        (dict(learning_rate=0.0), r"learning_rate must be a number in \(0, inf\), received 0.0"),
         (dict(total_steps=0), "total_steps must be a positive integer"),
         (dict(warmup_steps=-1), "warmup_steps must be an integer >= 0"),
     ],
@@ -109,8 +109,8 @@ def test_create_optimizer_wraps_in_loss_scaling_for_float16():
     "kwargs, match",
     [
         (dict(name="lamb"), "Unknown optimizer 'lamb'"),
-        (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
-        (dict(global_clipnorm=0.0), "global_clipnorm must be positive or None"),
+        (dict(weight_decay=-0.1), r"weight_decay must be a number in \[0, inf\), received -0.1"),
+        (dict(global_clipnorm=0.0), r"global_clipnorm must be a number in \(0, inf\), received 0.0"),
     ],
 )
 def test_create_optimizer_rejects_bad_arguments(kwargs, match):
