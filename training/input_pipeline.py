@@ -1,8 +1,9 @@
 """Input pipeline of the training binary: TFDS -> decode -> crop/resize -> augment -> batch.
 
-One function, `load_datasets`, turns any TFDS image-classification dataset (features `image` and
-`label`) into a training and an evaluation `tf.data.Dataset`, for one machine or for one worker
-of a `tf.distribute` strategy:
+Three functions turn any TFDS image-classification dataset (features `image` and `label`) into
+what a training run needs, for one machine or for one worker of a `tf.distribute` strategy:
+`dataset_info` (classes, sizes, image shape: no pipeline built), `train_dataset` and
+`eval_dataset`; `load_datasets` returns all three at once.
 
     train: read (shuffled files, this worker's part) -> decode [-> cache] -> shuffle -> repeat
            -> Inception crop or resize, random flip (per example)
@@ -45,8 +46,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import training.datasets  # Registers the embedded builders ("digits") with TFDS.
+from keras_vit.validation import check_int, check_number
 
-# The decoded training split is cached in memory when it is at most this big (cifar10: 147 MiB,
+# A decoded split is cached in memory when it is at most this big (cifar10: 147 MiB,
 # digits: 92 KiB); datasets whose image shape is not fixed (imagenet2012) are never cached.
 _AUTO_CACHE_MAX_BYTES = 1 << 30
 # Aspect ratios of the Inception crop (Szegedy et al., 2015, as used by the ViT fine-tuning code).
@@ -94,18 +96,12 @@ class AugmentConfig:
                 f"crop_area_range {self.crop_area_range} is not a range within (0, 1]; expected "
                 "(low, high) with 0 < low <= high <= 1"
             )
-        if self.rand_augment_layers < 1:
-            raise ValueError(
-                f"rand_augment_layers {self.rand_augment_layers} must be at least 1"
-            )
-        if not 0.0 <= self.rand_augment_magnitude <= 1.0:
-            raise ValueError(
-                f"rand_augment_magnitude {self.rand_augment_magnitude} is outside [0, 1] "
-                "(keras-cv's magnitude scale)"
-            )
-        for name in ("mixup_alpha", "cutmix_alpha"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} {getattr(self, name)} must be >= 0 (0 disables it)")
+        check_int("rand_augment_layers", self.rand_augment_layers, minimum=1)
+        # keras-cv's magnitude scale.
+        check_number("rand_augment_magnitude", self.rand_augment_magnitude, 0.0, 1.0,
+                     high_open=False)
+        for name in ("mixup_alpha", "cutmix_alpha"):  # 0 disables them
+            check_number(name, getattr(self, name), low=0.0)
 
     @classmethod
     def none(cls):
@@ -180,6 +176,167 @@ def preprocess_for_eval(image, image_size):
     return normalize(image)
 
 
+def dataset_info(dataset, *, data_dir, image_size, train_split="train", eval_split=None,
+                 channels=None):
+    """What a model and a training loop need to know about a dataset, without building a pipeline.
+
+    Checks everything `train_dataset` and `eval_dataset` would check about the data (the name,
+    `data_dir`, the features, the splits, the size, the channels) and prepares the embedded
+    datasets on first use.
+
+    Args:
+        dataset, data_dir, image_size, train_split, eval_split, channels: as for
+            `load_datasets`.
+
+    Returns:
+        A `DatasetInfo`.
+
+    Raises:
+        ValueError: as `load_datasets`, for everything but the batch size and the augmentation.
+
+    Example:
+    >>> info = dataset_info("digits", data_dir=data_dir, image_size=32)
+    >>> info.num_classes, info.image_shape, info.eval_split
+    (10, (32, 32, 1), 'test')
+    """
+    height, width = _image_size(image_size)
+    source = _source(dataset, data_dir, channels)
+    eval_split = _eval_split(source.builder, eval_split)
+    return DatasetInfo(
+        name=source.builder.name,
+        num_classes=len(source.class_names),
+        num_train_examples=_num_examples(source.builder, train_split, "train_split"),
+        num_eval_examples=_num_examples(source.builder, eval_split, "eval_split"),
+        image_shape=(height, width, source.channels),
+        class_names=tuple(source.class_names),
+        train_split=train_split,
+        eval_split=eval_split,
+    )
+
+
+def train_dataset(
+    dataset,
+    *,
+    data_dir,
+    image_size,
+    global_batch_size,
+    train_split="train",
+    shuffle_buffer=10_000,
+    seed=0,
+    augment=AugmentConfig(),
+    input_context=None,
+    cache=None,
+    channels=None,
+):
+    """The training dataset alone: shuffled, repeated, augmented, full batches.
+
+    Args: as for `load_datasets`; `cache` (None) caches when the decoded training split is at
+    most 1 GiB.
+
+    Returns:
+        A `tf.data.Dataset` that repeats forever and yields (images, labels): images float32
+        (B, height, width, channels) in [-1, 1], labels float32 one-hot (B, num_classes) (soft
+        with MixUp/CutMix), every batch full.
+
+    Raises:
+        ValueError: as `load_datasets`.
+    """
+    height, width = _image_size(image_size)
+    batch_size = _per_replica_batch_size(global_batch_size, input_context)
+    if not isinstance(augment, AugmentConfig):
+        raise ValueError(f"augment {augment!r} is not an AugmentConfig")
+    check_int("shuffle_buffer", shuffle_buffer, minimum=1)
+    check_int("seed", seed)
+    source = _source(dataset, data_dir, channels)
+    builder, channels, num_classes = source.builder, source.channels, len(source.class_names)
+    num_examples = _num_examples(builder, train_split, "train_split")
+    decode = _decoder(builder, train_split, source.image_feature, channels)
+    if cache is None:
+        cache = _small_enough_to_cache(source.image_feature, num_examples)
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+
+    # Decoded images are cached before shuffling so that every epoch is shuffled anew; without a
+    # cache the shuffle buffer holds the encoded bytes, which keeps a 10,000 example buffer of
+    # ImageNet JPEGs at ~1 GiB instead of ~5 GiB decoded.
+    train = _read(builder, train_split, input_context, shuffle_files=True, seed=seed)
+    if cache:
+        train = train.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    train = train.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    # One stateless seed pair per example: the crop and flip draws depend on the seed and the
+    # example's position only, not on which parallel map thread got there first. Workers fold in
+    # their id so that they do not crop their (different) images identically.
+    example_seeds = tf.data.Dataset.random(seed=seed * 1_000_003 + pipeline_id).batch(2)
+    train = tf.data.Dataset.zip((train, example_seeds))
+
+    def _train_example(example, example_seed):
+        image, label = example
+        if not cache:
+            image, label = decode(image, label)
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
+        if augment.inception_crop:
+            image = _inception_crop(image, crop_seed, augment.crop_area_range)
+        image = tf.image.resize(image, (height, width), method="bilinear")
+        if augment.flip:
+            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+        label = tf.one_hot(label, num_classes, dtype=tf.float32)
+        return image, label
+
+    train = train.map(_train_example, num_parallel_calls=tf.data.AUTOTUNE)
+    train = train.batch(batch_size, drop_remainder=True)
+    train = train.map(
+        _batch_augmenter(augment, channels, seed), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return _per_worker(train.prefetch(tf.data.AUTOTUNE), input_context)
+
+
+def eval_dataset(
+    dataset,
+    *,
+    data_dir,
+    image_size,
+    global_batch_size,
+    eval_split=None,
+    input_context=None,
+    cache=None,
+    channels=None,
+):
+    """The evaluation dataset alone: every example of the split once, in order, unaugmented.
+
+    Args: as for `load_datasets`; `cache` (None) caches when the decoded evaluation split is at
+    most 1 GiB.
+
+    Returns:
+        A `tf.data.Dataset` of (images, labels) as `train_dataset`'s, preprocessed by
+        `preprocess_for_eval`, its last batch possibly partial. Iterate it once per evaluation.
+
+    Raises:
+        ValueError: as `load_datasets`.
+    """
+    height, width = _image_size(image_size)
+    batch_size = _per_replica_batch_size(global_batch_size, input_context)
+    source = _source(dataset, data_dir, channels)
+    builder, num_classes = source.builder, len(source.class_names)
+    eval_split = _eval_split(builder, eval_split)
+    num_examples = _num_examples(builder, eval_split, "eval_split")
+    decode = _decoder(builder, eval_split, source.image_feature, source.channels)
+    if cache is None:
+        cache = _small_enough_to_cache(source.image_feature, num_examples)
+
+    evaluation = _read(builder, eval_split, input_context, shuffle_files=False, seed=0)
+    evaluation = evaluation.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        evaluation = evaluation.cache()
+    evaluation = evaluation.map(
+        lambda image, label: (
+            preprocess_for_eval(image, (height, width)),
+            tf.one_hot(label, num_classes, dtype=tf.float32),
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    evaluation = evaluation.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+    return _per_worker(evaluation, input_context)
+
+
 def load_datasets(
     dataset,
     *,
@@ -196,6 +353,10 @@ def load_datasets(
     channels=None,
 ):
     """Builds the training and evaluation datasets of a TFDS image-classification dataset.
+
+    `dataset_info`, `train_dataset` and `eval_dataset` together, for callers that want all
+    three; a caller that needs one of them (the training binary builds each once) calls it
+    alone.
 
     Works for any prepared TFDS dataset with an `image` (Image or uint8 Tensor, (H, W, C)) and a
     `label` (ClassLabel) feature: `cifar10`, `imagenet2012`, `oxford_flowers102`, a read-only
@@ -223,7 +384,7 @@ def load_datasets(
             of `strategy.distribute_datasets_from_function`), this worker reads its own
             1/num_input_pipelines of each split and batches per replica. Defaults to None.
         cache: bool or None. Keep the decoded images in memory after the first epoch; None
-            caches when the decoded split is at most 1 GiB. Defaults to None.
+            caches each split whose decoded images take at most 1 GiB. Defaults to None.
         channels: 1, 3 or None. Channels of the images in the batches: None keeps the
             dataset's own; 3 turns grayscale into RGB (to fine-tune a checkpoint pretrained on
             RGB images on digits or mnist), 1 turns RGB into luma. Defaults to None.
@@ -251,101 +412,37 @@ def load_datasets(
     >>> images.shape, labels.shape
     (TensorShape([128, 32, 32, 1]), TensorShape([128, 10]))
     """
-    height, width = _image_size(image_size)
-    batch_size = _per_replica_batch_size(global_batch_size, input_context)
-    if not isinstance(augment, AugmentConfig):
-        raise ValueError(f"augment {augment!r} is not an AugmentConfig")
-    if shuffle_buffer < 1:
-        raise ValueError(f"shuffle_buffer {shuffle_buffer} must be at least 1")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed {seed!r} must be an int")
-    if channels not in (None, 1, 3):
-        raise ValueError(f"channels {channels!r} is not supported; expected None, 1 or 3")
-
-    builder = _builder(dataset, data_dir)
-    # Features first: they are known without data, and a text dataset should be told so, not
-    # told to download itself.
-    image_feature, class_names = _check_features(builder)
-    _prepare(builder, dataset)
-    if eval_split is None:
-        eval_split = "test" if "test" in builder.info.splits else "validation"
-    num_train = _num_examples(builder, train_split, "train_split")
-    num_eval = _num_examples(builder, eval_split, "eval_split")
-    stored_channels = image_feature.shape[-1] or 3
-    channels = channels or stored_channels
-    num_classes = len(class_names)
-
-    pipeline_id = input_context.input_pipeline_id if input_context else 0
-    train_decode = _decoder(builder, train_split, image_feature, channels)
-    eval_decode = _decoder(builder, eval_split, image_feature, channels)
-    if cache is None:
-        cache = _small_enough_to_cache(image_feature, num_train)
-
-    # Training set. Decoded images are cached before shuffling so that every epoch is shuffled
-    # anew; without a cache the shuffle buffer holds the encoded bytes, which keeps a 10,000
-    # example buffer of ImageNet JPEGs at ~1 GiB instead of ~5 GiB decoded.
-    train = _read(builder, train_split, input_context, shuffle_files=True, seed=seed)
-    if cache:
-        train = train.map(train_decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
-    train = train.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-    # One stateless seed pair per example: the crop and flip draws depend on the seed and the
-    # example's position only, not on which parallel map thread got there first. Workers fold in
-    # their id so that they do not crop their (different) images identically.
-    example_seeds = tf.data.Dataset.random(seed=seed * 1_000_003 + pipeline_id).batch(2)
-    train = tf.data.Dataset.zip((train, example_seeds))
-
-    def _train_example(example, example_seed):
-        image, label = example
-        if not cache:
-            image, label = train_decode(image, label)
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
-        if augment.inception_crop:
-            image = _inception_crop(image, crop_seed, augment.crop_area_range)
-        image = tf.image.resize(image, (height, width), method="bilinear")
-        if augment.flip:
-            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-        label = tf.one_hot(label, num_classes, dtype=tf.float32)
-        return image, label
-
-    train = train.map(_train_example, num_parallel_calls=tf.data.AUTOTUNE)
-    train = train.batch(batch_size, drop_remainder=True)
-    train = train.map(
-        _batch_augmenter(augment, channels, seed), num_parallel_calls=tf.data.AUTOTUNE
-    )
-    train = train.prefetch(tf.data.AUTOTUNE)
-
-    # Evaluation set: every example once, in order, no augmentation.
-    evaluation = _read(builder, eval_split, input_context, shuffle_files=False, seed=seed)
-    evaluation = evaluation.map(eval_decode, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        evaluation = evaluation.cache()
-    evaluation = evaluation.map(
-        lambda image, label: (
-            preprocess_for_eval(image, (height, width)),
-            tf.one_hot(label, num_classes, dtype=tf.float32),
-        ),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    evaluation = evaluation.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
-
-    if input_context is not None:
-        # Already split per worker here: tf.distribute must not shard these datasets again (it
-        # would, by files or by examples, if they were passed to experimental_distribute_dataset).
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        train, evaluation = train.with_options(options), evaluation.with_options(options)
-
-    info = DatasetInfo(
-        name=builder.name,
-        num_classes=num_classes,
-        num_train_examples=num_train,
-        num_eval_examples=num_eval,
-        image_shape=(height, width, channels),
-        class_names=tuple(class_names),
-        train_split=train_split,
-        eval_split=eval_split,
-    )
+    common = dict(data_dir=data_dir, image_size=image_size, channels=channels)
+    batching = dict(global_batch_size=global_batch_size, input_context=input_context,
+                    cache=cache)
+    info = dataset_info(dataset, train_split=train_split, eval_split=eval_split, **common)
+    train = train_dataset(dataset, train_split=train_split, shuffle_buffer=shuffle_buffer,
+                          seed=seed, augment=augment, **common, **batching)
+    evaluation = eval_dataset(dataset, eval_split=info.eval_split, **common, **batching)
     return train, evaluation, info
+
+
+def check_global_batch_size(global_batch_size, num_replicas=1):
+    """Raises ValueError unless `global_batch_size` is a positive int divisible by the replicas.
+
+    Example:
+    >>> check_global_batch_size(6, num_replicas=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: global_batch_size 6 is not divisible by the number of replicas 4; use a multiple of 4
+    """
+    if (
+        not isinstance(global_batch_size, int)
+        or isinstance(global_batch_size, bool)
+        or global_batch_size < 1
+    ):
+        raise ValueError(f"global_batch_size {global_batch_size!r} must be a positive int")
+    if global_batch_size % num_replicas:
+        raise ValueError(
+            f"global_batch_size {global_batch_size} is not divisible by the number of replicas "
+            f"{num_replicas}; use a multiple of {num_replicas}"
+        )
+
 
 
 def describe_data_error(exc):
@@ -401,6 +498,15 @@ def explain_data_errors():
         raise error from exc
 
 
+def _per_replica_batch_size(global_batch_size, input_context):
+    """Validates the global batch size; returns the batch size this pipeline yields."""
+    if input_context is None:
+        check_global_batch_size(global_batch_size)
+        return global_batch_size
+    check_global_batch_size(global_batch_size, input_context.num_replicas_in_sync)
+    return input_context.get_per_replica_batch_size(global_batch_size)
+
+
 # Decode op name scope -> (dataset, split, directory), for describe_data_error.
 _DECODE_SCOPES = {}
 
@@ -422,23 +528,44 @@ def _image_size(image_size):
     return size
 
 
-def _per_replica_batch_size(global_batch_size, input_context):
-    """Validates the global batch size; returns the batch size this pipeline yields."""
-    if (
-        not isinstance(global_batch_size, int)
-        or isinstance(global_batch_size, bool)
-        or global_batch_size < 1
-    ):
-        raise ValueError(f"global_batch_size {global_batch_size!r} must be a positive int")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """A checked, prepared TFDS dataset: its builder, image feature, class names, channels."""
+
+    builder: object
+    image_feature: object
+    class_names: list
+    channels: int
+
+
+def _source(dataset, data_dir, channels):
+    """Resolves and checks `dataset` (ValueError naming what is wrong); prepares embedded ones."""
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels {channels!r} is not supported; expected None, 1 or 3")
+    builder = _builder(dataset, data_dir)
+    # Features first: they are known without data, and a text dataset should be told so, not
+    # told to download itself.
+    image_feature, class_names = _check_features(builder)
+    _prepare(builder, dataset)
+    return _Source(builder, image_feature, class_names, channels or image_feature.shape[-1] or 3)
+
+
+def _eval_split(builder, eval_split):
+    if eval_split is None:
+        return "test" if "test" in builder.info.splits else "validation"
+    return eval_split
+
+
+def _per_worker(ds, input_context):
     if input_context is None:
-        return global_batch_size
-    replicas = input_context.num_replicas_in_sync
-    if global_batch_size % replicas:
-        raise ValueError(
-            f"global_batch_size {global_batch_size} is not divisible by the number of replicas "
-            f"{replicas}; use a multiple of {replicas}"
-        )
-    return input_context.get_per_replica_batch_size(global_batch_size)
+        return ds
+    # Already split per worker here: tf.distribute must not shard these datasets again (it
+    # would, by files or by examples, if they were passed to experimental_distribute_dataset).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options)
 
 
 def _builder(dataset, data_dir):

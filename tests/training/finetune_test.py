@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_vit import finetune
 from training import config as config_lib
 from training import flags as training_flags
 from training import train
@@ -66,18 +67,18 @@ def test_fine_tune_at_a_higher_resolution(pretrained, tfds_data_dir, tmp_path, t
                                            "image_size": 24, "train_steps": 0, "epochs": 1,
                                            "warmup_steps": 5})
     start = []
-    original_adapt = train.finetune.adapt
+    original_adapt = finetune.adapt
 
     def spy(*args, **kwargs):
         model = original_adapt(*args, **kwargs)
         start.append([np.array(w) for w in model.get_weights()])
         return model
 
-    train.finetune.adapt = spy
+    finetune.adapt = spy
     try:
         model, metrics = train.train_and_evaluate(config, str(tmp_path))
     finally:
-        train.finetune.adapt = original_adapt
+        finetune.adapt = original_adapt
     assert model.input_shape == (None, 24, 24, 1)
     # 16x16 images in 4x4 patches -> 4x4 grid; at 24x24 a 6x6 grid: 1 + 36 rows.
     assert model.get_layer("position_embedding").embeddings.shape == (1, 37, 32)
@@ -85,7 +86,7 @@ def test_fine_tune_at_a_higher_resolution(pretrained, tfds_data_dir, tmp_path, t
     assert [l.name for l in model.layers][-2:] == ["pre_logits", "head"]
     # The run started from the source's weights, the position embeddings interpolated.
     (initial,) = start
-    expected = train.finetune.adapt(source, image_size=24)
+    expected = finetune.adapt(source, image_size=24)
     for got, want in zip(initial, expected.get_weights()):
         np.testing.assert_array_equal(got, want)
     assert metrics["global_step"] == 1438 // 16
@@ -100,7 +101,7 @@ def test_fine_tune_to_other_classes_attaches_a_zero_head(pretrained, tfds_data_d
                                                          tiny_config):
     path, source, _ = pretrained
     # The same model with a 3-class head: fine-tuning on digits' 10 classes replaces it.
-    three = train.finetune.adapt(source, num_classes=3)
+    three = finetune.adapt(source, num_classes=3)
     three_path = str(tmp_path / "three.keras")
     three.save(three_path)
     config = tiny_config(tfds_data_dir, **{**config_lib.FINETUNE_DEFAULTS,
@@ -121,7 +122,7 @@ def test_reinitialized_position_embeddings_differ(pretrained, tfds_data_dir, tmp
                          learning_rate=1e-9, warmup_steps=0,
                          init_position_embeddings="reinitialize")
     model, _ = train.train_and_evaluate(config, str(tmp_path))
-    interpolated = train.finetune.adapt(source, image_size=24)
+    interpolated = finetune.adapt(source, image_size=24)
     got = np.array(model.get_layer("position_embedding").embeddings)
     want = np.array(interpolated.get_layer("position_embedding").embeddings)
     assert got.shape == want.shape == (1, 37, 32)
@@ -161,9 +162,9 @@ def test_higher_resolution_transfer_on_digits(tfds_data_dir, tmp_path, tiny_conf
 
     # The helper measures what the binary's own evaluation measured.
     assert accuracy(source, 16) == pytest.approx(pretrained, abs=1e-9)
-    interpolated = accuracy(train.finetune.adapt(source, image_size=24), 24)
+    interpolated = accuracy(finetune.adapt(source, image_size=24), 24)
     reinitialized = accuracy(
-        train.finetune.adapt(source, image_size=24, position_embeddings="reinitialize"), 24)
+        finetune.adapt(source, image_size=24, position_embeddings="reinitialize"), 24)
     assert interpolated > 0.35
     assert interpolated > reinitialized + 0.15
 

@@ -1,0 +1,150 @@
+"""The training state of a run, created in one place: model, optimizer, schedule, counters.
+
+`create_state` builds everything a training step reads or updates, inside the strategy's scope,
+and the `tf.train.Checkpoint` that saves it; `restore` fills it from the run's latest checkpoint.
+Nothing here writes files.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+import keras_vit
+from keras_vit import finetune, model_layers
+from training import checkpointing, optim
+
+
+@dataclasses.dataclass
+class TrainState:
+    """What a training step reads and updates, and its checkpoint.
+
+    Attributes:
+        model: the `keras.Model` being trained (its variables are the strategy's).
+        optimizer: `keras.optimizers.Optimizer`, built for the model's trainable variables.
+        schedule: the learning rate, a `LearningRateSchedule` or a float.
+        step: int64 `tf.Variable`, optimizer steps done (as of the last checkpoint).
+        epoch: int64 `tf.Variable`, completed epochs (as of the last checkpoint).
+        checkpoint: `tf.train.Checkpoint` of the four above.
+    """
+
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    schedule: object
+    step: tf.Variable
+    epoch: tf.Variable
+    checkpoint: tf.train.Checkpoint
+
+    def learning_rate(self, step):
+        """float: the learning rate of the optimizer step `step` (counting from 0)."""
+        schedule = self.schedule
+        return float(schedule(step)) if callable(schedule) else float(schedule)
+
+
+def load_pretrained(config):
+    """The `.keras` model of `config.init_from`, or None (no init_from, or a `.weights.h5`)."""
+    if config.init_from is not None and config.init_from.endswith(".keras"):
+        return keras.saving.load_model(config.init_from, compile=False)
+    return None
+
+
+def create_state(config, info, *, total_steps, strategy, pretrained=None):
+    """Creates the model, optimizer and counters of a run in `strategy`'s scope.
+
+    Args:
+        config: validated `training.config.Config`.
+        info: `training.input_pipeline.DatasetInfo` of the run's dataset.
+        total_steps: int. Optimizer steps of the whole run (the schedule's length).
+        strategy: `tf.distribute.Strategy`.
+        pretrained: `keras.Model` or None, from `load_pretrained(config)`.
+
+    Returns:
+        A `TrainState`.
+
+    Raises:
+        ValueError: a model that cannot be built or adapted as `config` says.
+    """
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = create_model(config, info, pretrained)
+        schedule = optim.create_learning_rate_schedule(
+            config.schedule,
+            learning_rate=config.learning_rate,
+            total_steps=total_steps,
+            warmup_steps=config.warmup_steps,
+        )
+        optimizer = optim.create_optimizer(
+            config.optimizer,
+            schedule,
+            weight_decay=config.weight_decay,
+            # Clipped in the training step, after the sum over replicas (training/steps.py).
+            global_clipnorm=None,
+            no_decay_variables=optim.no_weight_decay_variables(model),
+            loss_scale=config.mixed_precision == "float16",
+        )
+        # Built now, so that a restore fills the slot variables directly.
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    checkpoint = checkpointing.create_checkpoint(model, optimizer, step, epoch)
+    return TrainState(model, optimizer, schedule, step, epoch, checkpoint)
+
+
+def create_model(config, info, pretrained=None):
+    """The run's model: `pretrained` adapted to the run, or a new `keras_vit.ViT`.
+
+    A pre-trained model keeps its head when it has the dataset's classes (e.g. a higher
+    resolution only) and gets a zero head otherwise (`keras_vit.finetune.head_plan`).
+    """
+    if pretrained is not None:
+        same_classes = finetune.head_plan(
+            source_classes=model_layers.num_classes(pretrained),
+            target_classes=info.num_classes,
+        ) == "keep"
+        try:
+            model = finetune.adapt(
+                pretrained,
+                image_size=config.image_size,
+                num_classes=None if same_classes else info.num_classes,
+                position_embeddings=config.init_position_embeddings,
+            )
+        except ValueError as error:
+            raise ValueError(f"Cannot fine-tune {config.init_from!r}: {error}") from None
+        logging.info(
+            "Fine-tuning %s (%s, input %s -> %s): %s", config.init_from, pretrained.name,
+            pretrained.input_shape[1:3], model.input_shape[1:3],
+            "head kept" if same_classes else
+            f"new zero-initialized head for {info.num_classes} classes")
+        return model
+    if config.init_position_embeddings != "interpolate":
+        raise ValueError(
+            f"init_position_embeddings={config.init_position_embeddings!r} needs init_from "
+            f"to be a '.keras' model, received init_from={config.init_from!r}")
+    return keras_vit.ViT(
+        config.variant,
+        image_size=config.image_size,
+        num_classes=info.num_classes,
+        pooling=config.pooling,
+        representation_size=config.representation_size or None,
+        dropout=config.dropout,
+        attention_dropout=config.attention_dropout,
+        drop_path_rate=config.drop_path_rate,
+        weights=config.init_from,
+        num_channels=info.channels,
+    )
+
+
+def restore(state, workdir):
+    """Restores `state` from `workdir`'s latest checkpoint; returns its step (0 if none).
+
+    Raises:
+        ValueError: the checkpoint does not match the state (another model or optimizer).
+    """
+    latest = checkpointing.latest_checkpoint(workdir)
+    if latest is None:
+        return 0
+    checkpointing.restore(state.checkpoint, latest)
+    step = int(state.step.numpy())
+    logging.info("Resuming from %s: step %d, epoch %d", latest, step, int(state.epoch.numpy()))
+    return step

@@ -1,0 +1,113 @@
+"""The training and evaluation steps of a run, as `tf.function`s over a `tf.distribute` strategy.
+
+A step is `strategy.run` of a per-replica function inside a `tf.function`; each returns
+per-replica sums (loss, correct predictions, examples; the gradient norm for training) reduced
+over the replicas with `strategy.reduce`, so the loop never sees per-replica values. The step
+functions hold no Python state: the model, the optimizer and the data iterator are their
+inputs, and everything they change is a TensorFlow variable in the run's `TrainState`.
+"""
+
+import collections
+
+import keras
+import tensorflow as tf
+
+StepFunctions = collections.namedtuple("StepFunctions", ["train", "evaluate", "all_finite"])
+StepFunctions.__doc__ = """The compiled steps of a run.
+
+Attributes:
+    train: `train(iterator)` -> dict of float32 scalars: one optimizer step on the next global
+        batch; `loss_sum`, `correct`, `count` (summed over the batch) and `grad_norm` (of the
+        true gradient of the mean loss, before clipping).
+    evaluate: `evaluate(batch)` -> dict with `loss_sum`, `correct` and `count`.
+    all_finite: `all_finite()` -> bool tensor: every trainable weight is finite.
+"""
+
+
+def create_step_functions(config, state, strategy):
+    """Returns the `StepFunctions` of `state` under `strategy`, as `config` says.
+
+    Args:
+        config: `training.config.Config`: the global batch size, label smoothing, gradient
+            clipping and `jit_compile` are read from it.
+        state: `training.state.TrainState`.
+        strategy: `tf.distribute.Strategy` the state was created under.
+    """
+    model, optimizer = state.model, state.optimizer
+    replicas = strategy.num_replicas_in_sync
+    global_batch_size = config.global_batch_size
+    clip_norm = config.grad_clip_norm
+    loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def replica_train_step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example = keras.losses.categorical_crossentropy(
+                labels, logits, from_logits=True, label_smoothing=config.label_smoothing
+            )
+            # Divided by the global batch, not the replica's: the sum over replicas of the
+            # gradients is then the gradient of the mean loss over the global batch.
+            loss = tf.reduce_sum(per_example) / global_batch_size
+            scaled_loss = optimizer.scale_loss(loss)
+        variables = model.trainable_variables
+        grads = tape.gradient(scaled_loss, variables)
+        # The paper clips the global norm of the whole batch's gradient. Keras' optimizers clip
+        # before they sum the replicas' gradients, i.e. each replica's share, so the sum and the
+        # clip happen here, and the optimizer gets each replica's 1/replicas of the clipped sum
+        # (its own all-reduce adds them back up; with one replica both reductions are no-ops).
+        grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        scale = tf.cast(optimizer.scale_loss(1.0), tf.float32) if loss_scaled else 1.0
+        grad_norm = tf.linalg.global_norm(grads)
+        if clip_norm > 0:
+            # Under loss scaling the gradients are scaled by `scale`: clipping them at
+            # clip_norm * scale clips the true gradients at clip_norm.
+            grads, _ = tf.clip_by_global_norm(grads, clip_norm * scale, use_norm=grad_norm)
+        if replicas > 1:
+            grads = [grad / replicas for grad in grads]
+        optimizer.apply_gradients(zip(grads, variables))
+        return batch_sums(per_example, logits, labels) | {
+            "grad_norm": grad_norm / scale / replicas
+        }
+
+    def replica_eval_step(images, labels):
+        logits = model(images, training=False)
+        per_example = keras.losses.categorical_crossentropy(labels, logits, from_logits=True)
+        return batch_sums(per_example, logits, labels)
+
+    if config.jit_compile:
+        # As Keras' own trainer does: XLA compiles the per-replica computation, and the
+        # strategy's placement and reductions stay outside it.
+        replica_train_step = tf.function(replica_train_step, jit_compile=True)
+        replica_eval_step = tf.function(replica_eval_step, jit_compile=True)
+
+    def reduce_sums(per_replica):
+        return {
+            key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+            for key, value in per_replica.items()
+        }
+
+    @tf.function
+    def train(iterator):
+        return reduce_sums(strategy.run(replica_train_step, args=next(iterator)))
+
+    @tf.function(reduce_retracing=True)
+    def evaluate(batch):
+        return reduce_sums(strategy.run(replica_eval_step, args=batch))
+
+    @tf.function
+    def all_finite():
+        return tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(v)) for v in model.trainable_variables]
+        )
+
+    return StepFunctions(train, evaluate, all_finite)
+
+
+def batch_sums(per_example_loss, logits, labels):
+    """Per-replica sums that add up across replicas: loss, correct predictions, examples."""
+    correct = tf.equal(tf.argmax(logits, axis=-1), tf.argmax(labels, axis=-1))
+    return {
+        "loss_sum": tf.reduce_sum(tf.cast(per_example_loss, tf.float32)),
+        "correct": tf.reduce_sum(tf.cast(correct, tf.float32)),
+        "count": tf.cast(tf.shape(labels)[0], tf.float32),
+    }
