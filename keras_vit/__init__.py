@@ -3,9 +3,19 @@
 Runs on the TensorFlow, JAX and PyTorch backends.
 """
 
-from keras_vit import checkpoints, fewshot, finetune, inspect, layers, variants
+import importlib
+
+from keras_vit import checkpoints, explain, fewshot, finetune, layers, variants
 from keras_vit.vit import ViT
 
 __version__ = "0.1.0"
 
-__all__ = ["ViT", "checkpoints", "fewshot", "finetune", "inspect", "layers", "variants"]
+__all__ = ["ViT", "checkpoints", "explain", "fewshot", "finetune", "layers", "variants"]
+
+
+def __getattr__(name):
+    # `keras_vit.inspect`, `keras_vit.explain`'s old name, is imported on first use only, so
+    # that `import keras_vit` does not raise its deprecation warning.
+    if name == "inspect":
+        return importlib.import_module("keras_vit.inspect")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

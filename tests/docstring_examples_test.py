@@ -10,10 +10,10 @@ import pytest
 import keras_vit
 from keras_vit import (
     checkpoints,
+    explain,
     fewshot,
     files,
     finetune,
-    inspect,
     interpolation,
     model_layers,
     variants,
@@ -30,7 +30,7 @@ from keras_vit.layers import (
     transformer_block,
 )
 
-MODULES = [variants, vit, checkpoints, finetune, fewshot, inspect, interpolation, class_token, patch_embedding, pooling,
+MODULES = [variants, vit, checkpoints, finetune, fewshot, explain, interpolation, class_token, patch_embedding, pooling,
            position_embedding, transformer_block]
 
 MODULES += [resnet, std_conv]  # the hybrid ViT's ResNet

@@ -1,4 +1,7 @@
-"""Tests of keras_vit.inspect: intermediate outputs, rollout, Figure 7 analyses, plots."""
+"""Tests of keras_vit.explain: intermediate outputs, rollout, Figure 7 analyses, plots.
+
+And of its deprecated old path, keras_vit.inspect.
+"""
 
 import dataclasses
 import math
@@ -9,7 +12,7 @@ import pytest
 from layer_testing import to_numpy
 
 import keras_vit
-from keras_vit import inspect as vit_inspect
+from keras_vit import explain
 from keras_vit import variants
 from keras_vit.layers import (
     ClassToken,
@@ -56,7 +59,7 @@ def _images(shape, seed=0):
 
 def _uniform_attention(model):
     """Zeroes every block's q/k/v projection: all attention logits 0, attention uniform."""
-    for block in vit_inspect.transformer_blocks(model):
+    for block in explain.transformer_blocks(model):
         block.qkv.kernel.assign(np.zeros(block.qkv.kernel.shape, "float32"))
         block.qkv.bias.assign(np.zeros(block.qkv.bias.shape, "float32"))
     return model
@@ -68,7 +71,7 @@ def _uniform_attention(model):
 def test_intermediate_outputs_shapes_and_attention_rows_sum_to_one():
     # 16x24 images, 4x4 patches: 1 + 4 * 6 = 25 tokens; mu: width 32, 2 heads, 1 block.
     model = keras_vit.ViT("mu/4", image_size=(16, 24), num_classes=10)
-    out = vit_inspect.intermediate_outputs(model, _images((3, 16, 24, 3)))
+    out = explain.intermediate_outputs(model, _images((3, 16, 24, 3)))
     assert out["blocks"] == [0]
     assert [t.shape for t in out["tokens"]] == [(3, 25, 32)]
     assert [a.shape for a in out["attention"]] == [(3, 2, 25, 25)]
@@ -81,7 +84,7 @@ def test_intermediate_outputs_shapes_and_attention_rows_sum_to_one():
 def test_walk_reproduces_the_models_own_outputs_through_a_branched_stem():
     model = _branched_model()
     images = _images((2, 12, 12, 3))
-    out = vit_inspect.intermediate_outputs(model, images)
+    out = explain.intermediate_outputs(model, images)
     assert [t.shape for t in out["tokens"]] == [(2, 37, 16)] * 3
     assert [a.shape for a in out["attention"]] == [(2, 2, 37, 37)] * 3
     # Asking for attention switches the blocks to the explicit path; the results must equal
@@ -95,7 +98,7 @@ def test_walk_reproduces_the_models_own_outputs_through_a_branched_stem():
     # Each block's tokens are the next block's input.
     block_2 = model.get_layer("encoder_block_2")
     np.testing.assert_allclose(to_numpy(block_2(out["tokens"][1])), out["tokens"][2], atol=1e-5)
-    plain = vit_inspect.intermediate_outputs(model, images, attention=False)
+    plain = explain.intermediate_outputs(model, images, attention=False)
     assert plain["attention"] is None
     for a, b in zip(plain["tokens"], out["tokens"]):
         np.testing.assert_allclose(a, b, atol=1e-5)
@@ -104,16 +107,16 @@ def test_walk_reproduces_the_models_own_outputs_through_a_branched_stem():
 def test_features_of_a_model_without_head_are_its_output():
     model = keras_vit.ViT("mu/4", image_size=16, pooling="gap", include_top=False)
     images = _images((2, 16, 16, 3))
-    out = vit_inspect.intermediate_outputs(model, images, attention=False)
+    out = explain.intermediate_outputs(model, images, attention=False)
     np.testing.assert_allclose(out["features"], to_numpy(model(images)), atol=1e-5)
     assert out["tokens"][0].shape == (2, 16, 32)  # no class token with gap pooling
 
 
 def test_selected_blocks_and_negative_indices():
     model = _branched_model()
-    out = vit_inspect.intermediate_outputs(model, _images((1, 12, 12, 3)), blocks=[-1, 0])
+    out = explain.intermediate_outputs(model, _images((1, 12, 12, 3)), blocks=[-1, 0])
     assert out["blocks"] == [2, 0]
-    every = vit_inspect.intermediate_outputs(model, _images((1, 12, 12, 3)))
+    every = explain.intermediate_outputs(model, _images((1, 12, 12, 3)))
     np.testing.assert_allclose(out["tokens"][0], every["tokens"][2], atol=1e-6)
     np.testing.assert_allclose(out["attention"][1], every["attention"][0], atol=1e-6)
 
@@ -123,7 +126,7 @@ def test_block_index_out_of_range_names_the_index_and_range(index):
     model = _branched_model()
     with pytest.raises(ValueError, match=rf"Block index {index} is out of range: .* 3 "
                                          r"TransformerBlock\(s\), valid indices are 0\.\.2"):
-        vit_inspect.intermediate_outputs(model, _images((1, 12, 12, 3)), blocks=[0, index])
+        explain.intermediate_outputs(model, _images((1, 12, 12, 3)), blocks=[0, index])
 
 
 @pytest.mark.parametrize("shape", [(2, 32, 32, 3), (2, 16, 16, 1), (16, 16, 3)])
@@ -131,18 +134,46 @@ def test_images_of_the_wrong_size_are_refused(shape):
     model = keras_vit.ViT("mu/4", image_size=16, num_classes=10)
     with pytest.raises(ValueError, match=r"Images of shape .* do not fit model 'vit_mu4', "
                                          r"which takes \(None, 16, 16, 3\)"):
-        vit_inspect.intermediate_outputs(model, np.zeros(shape, "float32"))
+        explain.intermediate_outputs(model, np.zeros(shape, "float32"))
     with pytest.raises(ValueError, match="do not fit model"):
-        vit_inspect.attention_rollout(model, np.zeros(shape, "float32"))
+        explain.attention_rollout(model, np.zeros(shape, "float32"))
+
+
+def test_later_calls_run_the_models_current_weights():
+    # intermediate_outputs reuses the model's layers (no copy of a weight): a weight assigned
+    # after a first call is the one the next call uses.
+    model = _branched_model()
+    images = _images((2, 12, 12, 3))
+    first = explain.intermediate_outputs(model, images)
+    _randomize_head(model, seed=1)
+    second = explain.intermediate_outputs(model, images)
+    np.testing.assert_allclose(second["outputs"], to_numpy(model(images)), atol=1e-5)
+    assert np.abs(second["outputs"] - first["outputs"]).max() > 0.1
+    np.testing.assert_allclose(second["tokens"][-1], first["tokens"][-1], atol=1e-6)
+
+
+def test_a_compiled_model_gives_the_same_results():
+    model = _branched_model()
+    images = _images((2, 12, 12, 3))
+    before = explain.intermediate_outputs(model, images, blocks=[1])
+    model.compile(optimizer="adam", loss="mse")
+    after = explain.intermediate_outputs(model, images, blocks=[1])
+    for key in ("tokens", "attention"):
+        np.testing.assert_allclose(after[key][0], before[key][0], atol=1e-6)
+    np.testing.assert_allclose(after["outputs"], to_numpy(model(images)), atol=1e-5)
 
 
 def test_models_without_blocks_are_refused():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs), name="dense_only")
     with pytest.raises(ValueError, match="Model 'dense_only' has no TransformerBlock layer"):
-        vit_inspect.intermediate_outputs(model, np.zeros((1, 4), "float32"))
+        explain.intermediate_outputs(model, np.zeros((1, 4), "float32"))
     with pytest.raises(ValueError, match="Expected a Functional keras.Model"):
-        vit_inspect.transformer_blocks(keras.layers.Dense(2))
+        explain.transformer_blocks(keras.layers.Dense(2))
+    sequential = keras.Sequential([keras.Input((4, 32)), TransformerBlock(2, 64)])
+    with pytest.raises(ValueError, match="Expected a Functional keras.Model .* received "
+                                         "Sequential"):
+        explain.transformer_blocks(sequential)
 
 
 # -- Attention rollout -------------------------------------------------------------------
@@ -164,12 +195,12 @@ def test_rollout_of_a_hand_built_case():
     # from patch 1, which got half of its own from patch 3.
     first = _one_hot_attention({2: 4}, 5)
     second = _one_hot_attention({0: 2}, 5)
-    rollout = vit_inspect.rollout_from_weights([first, second])
+    rollout = explain.rollout_from_weights([first, second])
     np.testing.assert_allclose(rollout[0, 0], [0.5, 0.0, 0.25, 0.0, 0.25], atol=1e-12)
     # Rows of a rollout are distributions.
     np.testing.assert_allclose(rollout.sum(axis=-1), 1.0, atol=1e-12)
     # The order matters: the other product would lose the second hop.
-    reverse = vit_inspect.rollout_from_weights([second, first])
+    reverse = explain.rollout_from_weights([second, first])
     np.testing.assert_allclose(reverse[0, 0], [0.5, 0.0, 0.5, 0.0, 0.0], atol=1e-12)
 
 
@@ -177,24 +208,24 @@ def test_rollout_head_fusion_and_discard():
     # Head 1 attends from token 0 to token 1, head 2 to token 2.
     heads = np.stack([_one_hot_attention({0: 1}, 3)[0, 0], _one_hot_attention({0: 2}, 3)[0, 0]])
     weights = heads[None]
-    mean = vit_inspect.rollout_from_weights([weights], head_fusion="mean")
+    mean = explain.rollout_from_weights([weights], head_fusion="mean")
     np.testing.assert_allclose(mean[0, 0], [0.5, 0.25, 0.25], atol=1e-12)
-    maximum = vit_inspect.rollout_from_weights([weights], head_fusion="max")
+    maximum = explain.rollout_from_weights([weights], head_fusion="max")
     np.testing.assert_allclose(maximum[0, 0], [1 / 3, 1 / 3, 1 / 3], atol=1e-12)
     # The fused matrix has five 0s, two 0.5s (row 0) and two 1s; discarding int(0.78 * 9) = 7
     # entries removes the 0s and the 0.5s, so row 0 keeps only the identity.
-    dropped = vit_inspect.rollout_from_weights([weights], discard_ratio=0.78)
+    dropped = explain.rollout_from_weights([weights], discard_ratio=0.78)
     np.testing.assert_allclose(dropped[0, 0], [1.0, 0.0, 0.0], atol=1e-12)
     with pytest.raises(ValueError, match="Unknown head_fusion 'median'"):
-        vit_inspect.rollout_from_weights([weights], head_fusion="median")
+        explain.rollout_from_weights([weights], head_fusion="median")
     with pytest.raises(ValueError, match=r"discard_ratio must be in \[0, 1\), received 1.0"):
-        vit_inspect.rollout_from_weights([weights], discard_ratio=1.0)
+        explain.rollout_from_weights([weights], discard_ratio=1.0)
 
 
 @pytest.mark.parametrize("pooling", ["token", "gap"])
 def test_attention_rollout_maps_have_image_size_and_unit_range(pooling):
     model = keras_vit.ViT("mu/4", image_size=(16, 24), num_classes=10, pooling=pooling)
-    maps = vit_inspect.attention_rollout(model, _images((3, 16, 24, 3)), batch_size=2)
+    maps = explain.attention_rollout(model, _images((3, 16, 24, 3)), batch_size=2)
     assert maps.shape == (3, 16, 24)
     np.testing.assert_allclose(maps.min(axis=(1, 2)), 0.0, atol=1e-6)
     np.testing.assert_allclose(maps.max(axis=(1, 2)), 1.0, atol=1e-6)
@@ -203,7 +234,7 @@ def test_attention_rollout_maps_have_image_size_and_unit_range(pooling):
 def test_uniform_attention_gives_a_constant_map():
     # Uniform attention spreads every token evenly: nothing stands out, the map is all ones.
     model = _uniform_attention(keras_vit.ViT("mu/4", image_size=16, num_classes=10))
-    maps = vit_inspect.attention_rollout(model, _images((2, 16, 16, 3)))
+    maps = explain.attention_rollout(model, _images((2, 16, 16, 3)))
     np.testing.assert_allclose(maps, 1.0)
 
 
@@ -212,7 +243,7 @@ def test_uniform_attention_gives_a_constant_map():
 
 def test_position_embedding_similarity_shape_diagonal_and_symmetry():
     model = keras_vit.ViT("mu/4", image_size=(12, 16), num_classes=10)
-    similarity = vit_inspect.position_embedding_similarity(model)
+    similarity = explain.position_embedding_similarity(model)
     assert similarity.shape == (3, 4, 3, 4)
     flat = similarity.reshape(12, 12)
     np.testing.assert_allclose(np.diag(flat), 1.0, atol=1e-6)
@@ -229,7 +260,7 @@ def test_similarity_by_relation_on_a_hand_built_grid():
     for r, c, i, j in np.ndindex(grid.shape):
         grid[r, c, i, j] = 1.0 if (r, c) == (i, j) else (
             0.9 if r == i else 0.5 if c == j else -0.2)
-    assert vit_inspect.similarity_by_relation(grid) == pytest.approx(
+    assert explain.similarity_by_relation(grid) == pytest.approx(
         {"same_row": 0.9, "same_column": 0.5, "neither": -0.2})
 
 
@@ -237,7 +268,7 @@ def test_patch_embedding_components_are_the_pca_of_the_filters():
     from sklearn.decomposition import PCA
 
     model = keras_vit.ViT("mu/4", image_size=16, num_classes=10)
-    components, variance = vit_inspect.patch_embedding_components(
+    components, variance = explain.patch_embedding_components(
         model, n=6, return_variance=True)
     assert components.shape == (6, 4, 4, 3)
     kernel = to_numpy(model.get_layer("patch_embedding").projection.kernel)
@@ -250,7 +281,7 @@ def test_patch_embedding_components_are_the_pca_of_the_filters():
     np.testing.assert_allclose(variance, reference.explained_variance_ratio_, rtol=1e-4)
     assert np.all(np.diff(variance) <= 0)
     with pytest.raises(ValueError, match=r"n must be an integer in \[1, 32\] .* received 33"):
-        vit_inspect.patch_embedding_components(model, n=33)
+        explain.patch_embedding_components(model, n=33)
 
 
 @pytest.mark.parametrize(
@@ -268,7 +299,7 @@ def test_mean_attention_distance_of_uniform_attention(image_size, pooling, expec
     model = _uniform_attention(
         keras_vit.ViT("mu/4", image_size=image_size, num_classes=10, pooling=pooling))
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    distances = vit_inspect.mean_attention_distance(
+    distances = explain.mean_attention_distance(
         model, _images((3, height, width, 3)), batch_size=2)
     assert distances.shape == (1, 2)  # (depth, heads) of mu
     np.testing.assert_allclose(distances, expected, rtol=1e-5)
@@ -282,7 +313,7 @@ def test_mean_attention_distance_is_zero_when_each_patch_attends_to_itself():
     weights[0, 0, np.arange(1, 5), np.arange(1, 5)] = 0.5
     weights[0, 0, 0, 0] = 1.0
     patches = weights[:, :, 1:, 1:] / weights[:, :, 1:, 1:].sum(-1, keepdims=True)
-    distances = vit_inspect.patch_distances((2, 2), (8, 8))
+    distances = explain.patch_distances((2, 2), (8, 8))
     assert np.einsum("bhqk,qk->", patches, distances) == 0.0
     np.testing.assert_allclose(distances[0], [0, 4, 4, 4 * math.sqrt(2)])
 
@@ -301,29 +332,29 @@ def _png_size(path):
 def test_plots_are_written_with_their_documented_pixel_sizes(tmp_path):
     model = keras_vit.ViT("mu/4", image_size=16, num_classes=10, num_channels=1)
     images = _images((2, 16, 16, 1))
-    maps = vit_inspect.attention_rollout(model, images)
-    vit_inspect.plot_attention_rollout(images, maps, tmp_path / "rollout.png", titles=["a", "b"])
+    maps = explain.attention_rollout(model, images)
+    explain.plot_attention_rollout(images, maps, tmp_path / "rollout.png", titles=["a", "b"])
     assert _png_size(tmp_path / "rollout.png") == (600, 400)  # 3 x 2 panels of 2 in at 100 dpi
-    components = vit_inspect.patch_embedding_components(model, n=10)
-    vit_inspect.plot_patch_embedding_filters(components, tmp_path / "filters.png", columns=5)
+    components = explain.patch_embedding_components(model, n=10)
+    explain.plot_patch_embedding_filters(components, tmp_path / "filters.png", columns=5)
     assert _png_size(tmp_path / "filters.png") == (500, 200)
-    similarity = vit_inspect.position_embedding_similarity(model)
-    vit_inspect.plot_position_embedding_similarity(similarity, tmp_path / "similarity.png")
+    similarity = explain.position_embedding_similarity(model)
+    explain.plot_position_embedding_similarity(similarity, tmp_path / "similarity.png")
     assert _png_size(tmp_path / "similarity.png") == (400, 300)  # (4 * 0.5 + 2, 4 * 0.5 + 1)
-    distances = vit_inspect.mean_attention_distance(model, images)
-    vit_inspect.plot_mean_attention_distance(distances, tmp_path / "d" / "distance.png",
+    distances = explain.mean_attention_distance(model, images)
+    explain.plot_mean_attention_distance(distances, tmp_path / "d" / "distance.png",
                                              image_size=16, dpi=50)
     assert _png_size(tmp_path / "d" / "distance.png") == (250, 200)
 
 
 def test_plots_refuse_mismatched_inputs(tmp_path):
     with pytest.raises(ValueError, match=r"received \(2, 8, 8, 3\) and \(2, 4, 4\)"):
-        vit_inspect.plot_attention_rollout(np.zeros((2, 8, 8, 3)), np.zeros((2, 4, 4)),
+        explain.plot_attention_rollout(np.zeros((2, 8, 8, 3)), np.zeros((2, 4, 4)),
                                            tmp_path / "x.png")
     with pytest.raises(ValueError, match=r"C 1 or 3 to draw as images, received shape"):
-        vit_inspect.plot_patch_embedding_filters(np.zeros((4, 2, 2, 5)), tmp_path / "x.png")
+        explain.plot_patch_embedding_filters(np.zeros((4, 2, 2, 5)), tmp_path / "x.png")
     with pytest.raises(ValueError, match=r"similarity must have shape \(gh, gw, gh, gw\)"):
-        vit_inspect.plot_position_embedding_similarity(np.zeros((4, 4)), tmp_path / "x.png")
+        explain.plot_position_embedding_similarity(np.zeros((4, 4)), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
 
 
@@ -359,7 +390,7 @@ def test_trained_position_embeddings_encode_rows_and_columns():
     )
     history = model.fit(images, digits.target, batch_size=64, epochs=10, verbose=0)
     assert history.history["accuracy"][-1] > 0.4  # it did learn
-    after = vit_inspect.similarity_by_relation(vit_inspect.position_embedding_similarity(model))
+    after = explain.similarity_by_relation(explain.position_embedding_similarity(model))
     assert after["same_row"] - after["neither"] > 0.02, after
     assert after["same_column"] - after["neither"] > 0.05, after
 
@@ -371,11 +402,54 @@ def test_hybrid_model_intermediates_and_distances_use_the_feature_grid():
                                resnet_width=32)
     model = _randomize_head(keras_vit.ViT(spec, image_size=32, num_classes=10))
     images = _images((2, 32, 32, 3))
-    out = vit_inspect.intermediate_outputs(model, images)
+    out = explain.intermediate_outputs(model, images)
     assert [t.shape for t in out["tokens"]] == [(2, 5, 32)]
     assert [a.shape for a in out["attention"]] == [(2, 2, 5, 5)]
     np.testing.assert_allclose(out["outputs"], to_numpy(model(images)), atol=1e-5)
-    assert vit_inspect.attention_rollout(model, images).shape == (2, 32, 32)
+    assert explain.attention_rollout(model, images).shape == (2, 32, 32)
     # Uniform attention on the 2x2 grid of 16-pixel cells: 4 * (2 + sqrt(2)) pixels.
-    distances = vit_inspect.mean_attention_distance(_uniform_attention(model), images)
+    distances = explain.mean_attention_distance(_uniform_attention(model), images)
     np.testing.assert_allclose(distances, 4 * (2 + math.sqrt(2)), rtol=1e-5)
+
+
+# -- The deprecated path ------------------------------------------------------------------
+
+
+def test_old_module_path_warns_and_gives_the_same_functions():
+    import importlib
+    import sys
+
+    # A fresh import, whatever an earlier test imported.
+    sys.modules.pop("keras_vit.inspect", None)
+    vars(keras_vit).pop("inspect", None)
+    with pytest.warns(DeprecationWarning, match=r"keras_vit\.inspect is deprecated and will be "
+                                                r"removed in the next release: import "
+                                                r"keras_vit\.explain instead"):
+        old = importlib.import_module("keras_vit.inspect")
+    assert old.__all__ == explain.__all__
+    assert len(explain.__all__) == 15
+    for name in explain.__all__:
+        assert getattr(old, name) is getattr(explain, name), name
+    sys.modules.pop("keras_vit.inspect", None)
+    vars(keras_vit).pop("inspect", None)
+    with pytest.warns(DeprecationWarning, match=r"keras_vit\.inspect is deprecated"):
+        assert keras_vit.inspect.intermediate_outputs is explain.intermediate_outputs
+
+
+def test_importing_keras_vit_does_not_warn():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import keras_vit\n"
+        "print([str(w.message) for w in caught if 'keras_vit.inspect' in str(w.message)])\n"
+        "print('keras_vit.inspect' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-2:] == ["[]", "False"]
+    assert "explain" in keras_vit.__all__ and "inspect" not in keras_vit.__all__
