@@ -27,10 +27,10 @@ import tensorflow as tf  # noqa: E402
 from absl import app, logging  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
-import keras_vit  # noqa: E402,F401  (registers the layers that load_model needs)
 from keras_vit.files import atomic_write  # noqa: E402
 from training import flags as training_flags  # noqa: E402
 from training import input_pipeline  # noqa: E402
+from training.model_loading import load_model  # noqa: E402
 
 SIGNATURE = "serving_default"
 
@@ -85,16 +85,6 @@ def export_saved_model(model, output_dir):
         "Exported %s to %s: %s(images: uint8 (B, H, W, %d)) -> logits, probabilities; images "
         "are resized to %dx%d", model.name, output_dir, SIGNATURE, channels, height, width)
     return output_dir
-
-
-def load_model(path):
-    """Loads a `.keras` model of this project; ValueError when the file cannot be one."""
-    path = os.fspath(path)
-    if not path.endswith(".keras"):
-        raise ValueError(f"model {path!r} is not a .keras file")
-    if not os.path.isfile(path):
-        raise ValueError(f"model file {path!r} does not exist")
-    return keras.saving.load_model(path, compile=False)
 
 
 def main(argv):

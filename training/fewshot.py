@@ -26,10 +26,11 @@ import tensorflow as tf  # noqa: E402
 from absl import app, logging  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
-import keras_vit  # noqa: E402  (also registers the layers that load_model needs)
+import keras_vit  # noqa: E402
 from training import config as config_lib  # noqa: E402
-from training import export, input_pipeline  # noqa: E402
 from training import flags as training_flags  # noqa: E402
+from training import input_pipeline  # noqa: E402
+from training.model_loading import load_model  # noqa: E402
 
 
 class FewshotEvaluator:
@@ -168,7 +169,7 @@ def main(argv):
     flags = training_flags.FLAGS
     try:
         shots = config_lib.parse_shots(flags.shots)
-        model = export.load_model(flags.model)
+        model = load_model(flags.model)
         evaluator = FewshotEvaluator(
             model, flags.dataset, data_dir=flags.data_dir or None,
             train_split=flags.train_split, eval_split=flags.eval_split or None, shots=shots,

@@ -1,4 +1,5 @@
-"""Tests of the binaries training.fewshot and training.inspect, and of few-shot during training."""
+"""Tests of the binaries training.fewshot and training.explain (and its deprecated old path,
+training.inspect), and of few-shot during training."""
 
 import json
 import os
@@ -51,14 +52,14 @@ def test_fewshot_binary_on_digits(tmp_path, digits_model, tfds_data_dir, repo_ro
 
 
 @pytest.mark.slow
-def test_inspect_binary_writes_every_png(tmp_path, digits_model, tfds_data_dir, repo_root,
+def test_explain_binary_writes_every_png(tmp_path, digits_model, tfds_data_dir, repo_root,
                                          subprocess_env):
     import matplotlib.image
 
     image = tmp_path / "digit.png"
     matplotlib.image.imsave(str(image), np.random.default_rng(0).random((20, 12, 3)))
     out = tmp_path / "out"
-    proc = _run("training.inspect", [
+    proc = _run("training.explain", [
         f"--model={digits_model}", f"--images={image}", "--dataset=digits",
         f"--data_dir={tfds_data_dir}", "--num_images=5", "--rollout_images=3",
         f"--output_dir={out}"], repo_root, subprocess_env())
@@ -75,12 +76,42 @@ def test_inspect_binary_writes_every_png(tmp_path, digits_model, tfds_data_dir, 
         "same_row", "same_column", "neither"}
 
 
-def test_inspect_binary_errors(tmp_path, digits_model, repo_root, subprocess_env):
-    proc = _run("training.inspect", [f"--model={digits_model}", f"--output_dir={tmp_path}",
+def test_explain_binary_errors(tmp_path, digits_model, repo_root, subprocess_env):
+    proc = _run("training.explain", [f"--model={digits_model}", f"--output_dir={tmp_path}",
                                      f"--images={tmp_path / 'missing.png'}"],
                 repo_root, subprocess_env())
     assert proc.returncode != 0
     assert "missing.png': no such file, or no PNG/JPEG file in it" in proc.stderr
+    assert "DeprecationWarning" not in proc.stderr
+
+
+def test_old_binary_path_warns_and_runs_the_explain_binary(tmp_path, digits_model, repo_root,
+                                                           subprocess_env):
+    proc = _run("training.inspect", [f"--model={digits_model}", f"--output_dir={tmp_path}",
+                                     f"--images={tmp_path / 'missing.png'}"],
+                repo_root, subprocess_env())
+    assert proc.returncode != 0
+    assert ("DeprecationWarning: training.inspect is deprecated and will be removed in the next "
+            "release: use training.explain instead") in proc.stderr
+    assert "training.explain: error: images" in proc.stderr
+    assert "missing.png': no such file, or no PNG/JPEG file in it" in proc.stderr
+
+
+def test_old_module_path_warns_and_gives_the_same_functions():
+    import importlib
+    import sys
+
+    from training import explain
+
+    sys.modules.pop("training.inspect", None)
+    with pytest.warns(DeprecationWarning, match=r"training\.inspect is deprecated and will be "
+                                                r"removed in the next release: use "
+                                                r"training\.explain instead"):
+        old = importlib.import_module("training.inspect")
+    assert old.__all__ == explain.__all__ + ["inspect_model"]
+    for name in explain.__all__:
+        assert getattr(old, name) is getattr(explain, name), name
+    assert old.inspect_model is explain.explain_model
 
 
 def test_fewshot_during_training_is_logged_to_tensorboard(tmp_path, tfds_data_dir, tiny_config):

@@ -1,0 +1,32 @@
+"""The binaries' loader of a saved model: `load_model(path)` for every `--model=FILE.keras`.
+
+`training.export`, `training.explain` and `training.fewshot` take a model this project saved
+(`WORKDIR/model.keras`, `python -m training.convert`'s output) and load it here, so that each
+refuses a bad path with the same error.
+"""
+
+import os
+
+import keras
+
+import keras_vit  # noqa: F401  (registers the keras_vit layers that a .keras file names)
+
+
+def load_model(path):
+    """Loads a `.keras` model of this project, uncompiled.
+
+    Args:
+        path: str or path-like. A `.keras` file.
+
+    Returns:
+        `keras.Model`.
+
+    Raises:
+        ValueError: the path does not end in `.keras`, or no such file exists.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"model {path!r} is not a .keras file")
+    if not os.path.isfile(path):
+        raise ValueError(f"model file {path!r} does not exist")
+    return keras.saving.load_model(path, compile=False)
