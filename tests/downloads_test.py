@@ -1,0 +1,188 @@
+"""Tests of keras_vit/downloads.py against a loopback HTTP server started by the test."""
+
+import hashlib
+import http.server
+import os
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+import keras_vit
+from keras_vit import checkpoints, downloads
+
+
+class _Server:
+    """Serves `files` ({path: bytes}) on 127.0.0.1; counts the requests of each path.
+
+    Paths in `truncate` send their full Content-Length but only half the body, then close.
+    """
+
+    def __init__(self):
+        self.files, self.hits, self.truncate = {}, {}, set()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the http.server API)
+                server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.path in server.truncate:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = _Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture(autouse=True)
+def keras_home(tmp_path, monkeypatch):
+    home = tmp_path / "keras_home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.delenv(downloads.MIRROR_ENV, raising=False)
+    return home
+
+
+@pytest.fixture(scope="module")
+def npz_bytes(tmp_path_factory):
+    """A real checkpoint, written by save_npz from a model with non-zero weights."""
+    model = keras_vit.ViT("mu/4", image_size=16, num_classes=3)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    path = tmp_path_factory.mktemp("npz") / "mu4.npz"
+    checkpoints.save_npz(model, str(path))
+    return path.read_bytes()
+
+
+def _cache_listing(home):
+    directory = home / downloads.CACHE_SUBDIR
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+def test_first_call_downloads_second_makes_no_request(server, npz_bytes, keras_home):
+    server.files["/w/mu4.npz"] = npz_bytes
+    url = server.url("/w/mu4.npz")
+    path = downloads.fetch(url, sha256=hashlib.sha256(npz_bytes).hexdigest(),
+                           size_bytes=len(npz_bytes), progress=False)
+    assert path == str(keras_home / "keras_vit" / "mu4.npz")
+    assert open(path, "rb").read() == npz_bytes
+    assert server.hits == {"/w/mu4.npz": 1}
+    assert downloads.fetch(url, progress=False) == path
+    assert server.hits == {"/w/mu4.npz": 1}
+    assert _cache_listing(keras_home) == ["mu4.npz"]
+
+
+def test_a_download_cut_halfway_caches_nothing(server, npz_bytes, keras_home):
+    server.files["/cut.npz"] = npz_bytes
+    server.truncate.add("/cut.npz")
+    url = server.url("/cut.npz")
+    with pytest.raises(ValueError) as error:
+        downloads.fetch(url, progress=False)
+    message = str(error.value)
+    assert url in message and "nothing was cached" in message
+    assert f"{len(npz_bytes) // 2}" in message and f"{len(npz_bytes)}" in message
+    assert _cache_listing(keras_home) == []
+    # The next call downloads again (the server now sends everything) and succeeds.
+    server.truncate.clear()
+    assert open(downloads.fetch(url, progress=False), "rb").read() == npz_bytes
+    assert server.hits["/cut.npz"] == 2
+
+
+def test_a_wrong_hash_is_refused(server, npz_bytes, keras_home):
+    server.files["/w.npz"] = npz_bytes
+    url = server.url("/w.npz")
+    expected = "0" * 64
+    actual = hashlib.sha256(npz_bytes).hexdigest()
+    with pytest.raises(ValueError, match=rf"download of {url} was refused: its sha256 is "
+                                         rf"{actual}, expected {expected}; nothing was cached"):
+        downloads.fetch(url, sha256=expected, progress=False)
+    assert _cache_listing(keras_home) == []
+
+
+def test_a_wrong_size_and_a_broken_archive_are_refused(server, npz_bytes, keras_home):
+    server.files["/a.npz"] = npz_bytes
+    with pytest.raises(ValueError, match=rf"it has {len(npz_bytes)} bytes, expected 12"):
+        downloads.fetch(server.url("/a.npz"), size_bytes=12, progress=False)
+    # An HTML error page served as 200 under a .npz name: complete, but not a checkpoint.
+    server.files["/b.npz"] = b"<html>quota exceeded</html>"
+    with pytest.raises(ValueError, match="it does not open as a zip archive"):
+        downloads.fetch(server.url("/b.npz"), progress=False)
+    assert _cache_listing(keras_home) == []
+
+
+def test_an_unreachable_url_says_where_to_put_the_file(keras_home):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/vit/B_16.npz"
+    with pytest.raises(ValueError) as error:
+        downloads.fetch(url, progress=False)
+    message = str(error.value)
+    assert message.startswith(f"could not download {url} (")
+    assert str(keras_home / "keras_vit" / "B_16.npz") in message
+    assert "$KERAS_VIT_WEIGHTS_DIR" in message
+
+
+def test_the_mirror_directory_serves_files_by_name(server, npz_bytes, tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "m.npz").write_bytes(npz_bytes)
+    monkeypatch.setenv(downloads.MIRROR_ENV, str(mirror))
+    url = server.url("/m.npz")
+    assert downloads.fetch(url, sha256=hashlib.sha256(npz_bytes).hexdigest()) == str(
+        mirror / "m.npz")
+    assert server.hits == {}
+    with pytest.raises(ValueError, match=r"\(from \$KERAS_VIT_WEIGHTS_DIR\) is not the file of"):
+        downloads.fetch(url, sha256="f" * 64)
+
+
+def test_a_placed_file_is_used_and_stale_temporaries_are_removed(server, npz_bytes, keras_home):
+    cache = keras_home / "keras_vit"
+    cache.mkdir(parents=True)
+    # What a download killed by SIGKILL leaves: a temporary of a process that no longer exists.
+    stale = cache / ".x.999999999.tmp.npz"
+    stale.write_bytes(npz_bytes[:100])
+    server.files["/x.npz"] = npz_bytes
+    downloads.fetch(server.url("/x.npz"), progress=False)
+    assert _cache_listing(keras_home) == ["x.npz"]
+    # A file placed by hand at the cache path is used without a request.
+    (cache / "hand.npz").write_bytes(npz_bytes)
+    assert downloads.fetch(server.url("/hand.npz"), progress=False) == str(cache / "hand.npz")
+    assert "/hand.npz" not in server.hits
+
+
+@pytest.mark.parametrize("url, message", [
+    ("ftp://host/w.npz", "'ftp://host/w.npz' is not an http://, https:// or gs:// URL"),
+    ("https://host/", "URL 'https://host/' does not end in a file name"),
+])
+def test_bad_urls(url, message):
+    with pytest.raises(ValueError) as error:
+        downloads.fetch(url)
+    assert str(error.value) == message
