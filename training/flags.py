@@ -216,9 +216,6 @@ def define_explain_flags():
     _define(_EXPLAIN_FLAGS, required=["model", "output_dir"])
 
 
-# The binary's old name (training.inspect), for one release.
-define_inspect_flags = define_explain_flags
-
 
 def define_fewshot_flags():
     """Defines the flags of `python -m training.fewshot`."""
