@@ -4,7 +4,7 @@ import os
 
 import keras
 
-from keras_vit import checkpoints, finetune, model_layers, variants
+from keras_vit import checkpoints, downloads, finetune, model_layers, variants
 from keras_vit.layers import (
     ClassToken,
     PatchEmbedding,
@@ -19,16 +19,17 @@ from keras_vit.validation import check_positive_int, check_rate
 
 
 def ViT(
-    variant="B/16",
+    variant=None,
     *,
-    image_size=224,
-    num_classes=1000,
-    pooling="token",
+    image_size=None,
+    num_classes=None,
+    pooling=None,
     representation_size=None,
     dropout=0.0,
     attention_dropout=0.0,
     drop_path_rate=0.0,
     include_top=True,
+    include_preprocessing=False,
     weights=None,
     name=None,
     num_channels=3,
@@ -43,7 +44,14 @@ def ViT(
 
     The model takes float images, channels last, scaled to [-1, 1]
     (`x / 127.5 - 1`, the reference implementation's convention), and
-    returns logits.
+    returns logits; with `include_preprocessing=True` it takes raw pixel
+    values in [0, 255] (any integer or float dtype) and scales them itself.
+
+    `weights` may name a released checkpoint (`keras_vit.presets`):
+    `ViT(weights="augreg_b16_i21k_i1k_224")` alone builds that checkpoint's
+    architecture and loads it (downloaded once into the Keras cache, see
+    `keras_vit.downloads`); `image_size` and `num_classes` then adapt it as
+    for any checkpoint.
 
     Args:
         variant: str. `"SIZE/PATCH"`: a size from `keras_vit.variants.SIZES`
@@ -53,16 +61,22 @@ def ViT(
             `"R50+SIZE/16"` (ResNet-50 units (3, 4, 9), stride 16),
             `"R50+SIZE/32"` (units (3, 4, 6, 3), stride 32) or `"R26+SIZE/32"`
             (units (2, 2, 2, 2)), e.g. `"R50+B/16"`; or a
-            `keras_vit.variants.VariantSpec`. Defaults to `"B/16"`.
+            `keras_vit.variants.VariantSpec`. Defaults to the preset's
+            variant when `weights` names one, else `"B/16"`; a variant that
+            contradicts the preset is an error.
         image_size: int or (height, width). Both must be divisible by the
-            patch size (a hybrid's stride). Defaults to 224.
-        num_classes: int. Outputs of the head. Defaults to 1000.
+            patch size (a hybrid's stride). Defaults to the preset's, else
+            224.
+        num_classes: int. Outputs of the head. Defaults to the preset's,
+            else 1000.
         pooling: str. `"token"` (the [class] token) or `"gap"` (global
             average pooling of the patch tokens, no class token). Defaults
-            to `"token"`.
+            to the preset's, else `"token"`.
         representation_size: int or None. Width of the pre-logits
             `Dense + tanh` layer of the paper's pre-training head; None for
-            the single linear layer used when fine-tuning. Defaults to None.
+            the single linear layer used when fine-tuning. With a preset,
+            None keeps the preset's pre-logits when its classes are kept
+            (`keras_vit.finetune.default_pre_logits`). Defaults to None.
         dropout: float. Dropout after the position embeddings and inside
             each block. Defaults to 0.
         attention_dropout: float. Dropout on attention weights. Defaults to 0.
@@ -70,14 +84,23 @@ def ViT(
             i of `depth` uses `drop_path_rate * i / (depth - 1)`. Defaults to 0.
         include_top: bool. With False, the model returns the pooled (B, D)
             features after the final LayerNorm. Defaults to True.
-        weights: None or a path to a `.weights.h5` file of the same
-            architecture, or to a `.keras` model of the same variant and
+        include_preprocessing: bool. Whether the model scales raw images in
+            [0, 255] to [-1, 1] itself (a `Rescaling` layer named
+            `"preprocessing"`), so that `model.predict(uint8_images)` is
+            right. Defaults to False: the model takes [-1, 1] images, as the
+            training binary's input pipeline and the checkpoints' own code
+            produce them.
+        weights: None; the name of a released checkpoint in
+            `keras_vit.presets`; a path to a `.weights.h5` file of the same
+            architecture, to a `.keras` model of the same variant and
             pooling, or to a released `.npz` checkpoint
-            (`keras_vit.checkpoints.load_npz`). A `.keras` model or `.npz`
-            checkpoint saved at another resolution or with another head is
-            adapted as `keras_vit.finetune.adapt` does: position embeddings
-            interpolated, and when the classes (or the pre-logits layer)
-            differ, a zero-initialized head. Defaults to None (random init).
+            (`keras_vit.checkpoints.load_npz`); or an http(s):// or gs://
+            URL of such a file, downloaded once (`keras_vit.downloads`). A
+            `.keras` model or `.npz` checkpoint saved at another resolution
+            or with another head is adapted as `keras_vit.finetune.adapt`
+            does: position embeddings interpolated, and when the classes (or
+            the pre-logits layer) differ, a zero-initialized head. Defaults
+            to None (random init).
         name: str or None. Model name. Defaults to e.g. `"vit_b16"`.
         num_channels: int. Channels of the input images. Defaults to 3.
         approximate_gelu: bool. Tanh approximation of GELU (as the
@@ -95,6 +118,30 @@ def ViT(
     >>> tuple(model(np.zeros((2, 16, 16, 3))).shape)
     (2, 10)
     """
+    weights, preset = _resolve_weights(weights)
+    if preset is not None:
+        if variant is not None and variants.parse_variant(variant).name != (
+            variants.parse_variant(preset.variant).name
+        ):
+            raise ValueError(
+                f"variant {variant!r} contradicts weights {preset.name!r}, a "
+                f"{preset.variant!r} checkpoint; leave variant unset or pass "
+                f"{preset.variant!r}"
+            )
+        variant = preset.variant
+        image_size = preset.image_size if image_size is None else image_size
+        pooling = preset.pooling if pooling is None else pooling
+        num_classes = preset.num_classes if num_classes is None else num_classes
+        if representation_size is None and include_top:
+            representation_size = finetune.default_pre_logits(
+                source_classes=preset.num_classes,
+                source_pre_logits=preset.representation_size,
+                target_classes=num_classes,
+            )
+    variant = "B/16" if variant is None else variant
+    image_size = 224 if image_size is None else image_size
+    num_classes = 1000 if num_classes is None else num_classes
+    pooling = "token" if pooling is None else pooling
     spec = variants.parse_variant(variant)
     grid = patch_grid(
         image_size,
@@ -128,6 +175,9 @@ def ViT(
 
     images = keras.Input(shape=(height, width, num_channels), name="images")
     x = images
+    if include_preprocessing:
+        # [0, 255] -> [-1, 1], x / 127.5 - 1: the checkpoints' input range.
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(x)
     if spec.is_hybrid:
         x = resnet_stem(x, spec.resnet_units, spec.resnet_width)
     x = PatchEmbedding(spec.patch_size, spec.hidden_dim, name="patch_embedding")(x)
@@ -170,6 +220,32 @@ def ViT(
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def _resolve_weights(weights):
+    """(local path or None, `Preset` or None) of a `weights` argument.
+
+    A URL is downloaded (once); a string that is neither a URL nor an
+    existing file nor a weights file name (`.npz`, `.keras`, `.weights.h5`)
+    is a preset name, and an unknown one is a ValueError listing the closest.
+    """
+    if weights is None:
+        return None, None
+    if isinstance(weights, str) and downloads.is_url(weights):
+        return downloads.fetch(weights), None
+    path = os.fspath(weights)
+    if os.path.exists(path) or path.endswith(_WEIGHT_SUFFIXES) or os.sep in path:
+        return path, None
+    from keras_vit import presets  # noqa: PLC0415 (presets imports nothing of vit; kept lazy)
+
+    preset = presets.get(path)
+    return (
+        downloads.fetch(preset.url, sha256=preset.sha256, size_bytes=preset.size_bytes),
+        preset,
+    )
+
+
+_WEIGHT_SUFFIXES = (".npz", ".keras", ".weights.h5", ".h5")
 
 
 def load_weights(model, path):

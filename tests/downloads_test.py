@@ -1,65 +1,14 @@
 """Tests of keras_vit/downloads.py against a loopback HTTP server started by the test."""
 
 import hashlib
-import http.server
 import os
 import socket
-import threading
 
 import numpy as np
 import pytest
 
 import keras_vit
 from keras_vit import checkpoints, downloads
-
-
-class _Server:
-    """Serves `files` ({path: bytes}) on 127.0.0.1; counts the requests of each path.
-
-    Paths in `truncate` send their full Content-Length but only half the body, then close.
-    """
-
-    def __init__(self):
-        self.files, self.hits, self.truncate = {}, {}, set()
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (the http.server API)
-                server.hits[self.path] = server.hits.get(self.path, 0) + 1
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.path in server.truncate:
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server():
-    s = _Server()
-    yield s
-    s.close()
 
 
 @pytest.fixture(autouse=True)
