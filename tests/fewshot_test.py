@@ -119,7 +119,7 @@ def test_feature_model_gives_the_pre_logits_representation():
     assert tuple(features.output.shape) == (None, 24)
     pre_logits = model.get_layer("pre_logits")(
         model.get_layer("pooling")(model.get_layer("encoder_norm")(
-            keras_vit.inspect.intermediate_outputs(model, images)["tokens"][-1])))
+            keras_vit.explain.intermediate_outputs(model, images)["tokens"][-1])))
     np.testing.assert_allclose(to_numpy(features(images)), to_numpy(pre_logits), atol=1e-5)
     headless = keras_vit.ViT("mu/4", image_size=16, include_top=False)
     assert fewshot.feature_model(headless) is headless

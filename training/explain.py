@@ -81,10 +81,10 @@ def load_image_files(paths, image_size, channels):
 
 def load_dataset_images(dataset, *, data_dir, split, num_images, image_size, channels):
     """The first `num_images` of a TFDS split, as evaluation sees them; and their class names."""
-    _, evaluation, info = input_pipeline.load_datasets(
-        dataset, data_dir=data_dir, image_size=image_size, global_batch_size=num_images,
-        eval_split=split, augment=input_pipeline.AugmentConfig.none(), channels=channels,
-        cache=False)
+    common = dict(data_dir=data_dir, image_size=image_size, eval_split=split, channels=channels)
+    info = input_pipeline.dataset_info(dataset, **common)
+    evaluation = input_pipeline.eval_dataset(
+        dataset, global_batch_size=num_images, cache=False, **common)
     with input_pipeline.explain_data_errors():
         images, labels = next(iter(evaluation))
     names = [info.class_names[i] for i in np.argmax(labels.numpy(), axis=-1)]

@@ -61,14 +61,13 @@ class FewshotEvaluator:
                 f"model {model.name!r} takes inputs of shape {input_shape}; expected images "
                 "(batch, height, width, channels) of a fixed size")
         height, width, channels = input_shape[1:]
-        common = dict(data_dir=data_dir, image_size=(height, width), global_batch_size=batch_size,
-                      augment=input_pipeline.AugmentConfig.none(), channels=channels, cache=False)
-        # The evaluation side of the pipeline reads a split once, in order, unaugmented: used for
-        # both splits.
-        _, self.test_ds, info = input_pipeline.load_datasets(
+        common = dict(data_dir=data_dir, image_size=(height, width), channels=channels)
+        info = input_pipeline.dataset_info(
             dataset, train_split=train_split, eval_split=eval_split, **common)
-        _, self.train_ds, _ = input_pipeline.load_datasets(
-            dataset, train_split=train_split, eval_split=train_split, **common)
+        # The evaluation pipeline reads a split once, in order, unaugmented: used for both splits.
+        batches = dict(global_batch_size=batch_size, cache=False, **common)
+        self.test_ds = input_pipeline.eval_dataset(dataset, eval_split=info.eval_split, **batches)
+        self.train_ds = input_pipeline.eval_dataset(dataset, eval_split=train_split, **batches)
         self.info = info
         self.name = info.name
         self.shots = sorted(set(shots))

@@ -13,7 +13,7 @@ from absl import logging
 
 import keras_vit
 from keras_vit import finetune, model_layers
-from training import checkpointing, optim
+from training import checkpointing, model_loading, optim
 
 
 @dataclasses.dataclass
@@ -45,7 +45,7 @@ class TrainState:
 def load_pretrained(config):
     """The `.keras` model of `config.init_from`, or None (no init_from, or a `.weights.h5`)."""
     if config.init_from is not None and config.init_from.endswith(".keras"):
-        return keras.saving.load_model(config.init_from, compile=False)
+        return model_loading.load_model(config.init_from)
     return None
 
 
