@@ -1,0 +1,89 @@
+"""Raw images to model inputs, as a checkpoint's evaluation prepared them: `preprocess_images`.
+
+The released ViT checkpoints were evaluated on images resized (and, for some, center-cropped) to
+the model's size and scaled to [-1, 1] (`x / 127.5 - 1`). `preprocess_images` does the same with
+Keras ops, so it runs on every backend, for one image or a batch, and for a list of images of
+different sizes.
+"""
+
+import keras
+from keras import ops
+
+from keras_vit.validation import check_number
+
+
+def preprocess_images(images, preset=None, *, image_size=None, crop_fraction=None, rescale=True):
+    """Resizes, center-crops and scales raw images for a ViT.
+
+    With `crop_fraction` 1 the whole image is resized to `image_size` (the original ViT
+    evaluation, which ignores the aspect ratio). Below 1 the shorter side is resized to
+    `image_size / crop_fraction`, keeping the aspect ratio, and the central `image_size` crop is
+    taken (the AugReg checkpoints' evaluation at 224: crop_fraction 0.875 or 0.9). Resizing is
+    bilinear with antialiasing, so that downscaling a large photo does not alias.
+
+    Args:
+        images: one image (H, W, C) or a batch (B, H, W, C) with values in [0, 255], any integer
+            or float dtype, any backend's tensor or NumPy; or a list of images of different
+            sizes.
+        preset: str, `keras_vit.presets.Preset` or None. Takes `image_size` and `crop_fraction`
+            from the preset unless they are given.
+        image_size: int or (height, width). The model's input size. Required without a preset.
+        crop_fraction: float in (0, 1]. Defaults to the preset's, else 1.
+        rescale: bool. Scale to [-1, 1] (for a model built with the default
+            `include_preprocessing=False`); False keeps [0, 255] (for
+            `include_preprocessing=True`). Defaults to True.
+
+    Returns:
+        float32 tensor (B, height, width, C) (a single image gets a batch of one).
+
+    Example:
+
+    >>> batch = preprocess_images(np.full((40, 60, 3), 255, "uint8"), image_size=16)
+    >>> tuple(batch.shape), float(ops.min(batch)), float(ops.max(batch))
+    ((1, 16, 16, 3), 1.0, 1.0)
+    """
+    if preset is not None:
+        if isinstance(preset, str):
+            from keras_vit import presets  # noqa: PLC0415 (keeps this module light)
+
+            preset = presets.get(preset)
+        image_size = preset.image_size if image_size is None else image_size
+        crop_fraction = preset.crop_fraction if crop_fraction is None else crop_fraction
+    if image_size is None:
+        raise ValueError("image_size is unset: pass image_size or a preset")
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    crop_fraction = 1.0 if crop_fraction is None else crop_fraction
+    check_number("crop_fraction", crop_fraction, 0.0, 1.0, low_open=True, high_open=False)
+    if isinstance(images, (list, tuple)):
+        return ops.concatenate(
+            [preprocess_images(image, image_size=(height, width), crop_fraction=crop_fraction,
+                               rescale=rescale) for image in images],
+            axis=0,
+        )
+    images = ops.convert_to_tensor(images)
+    if len(images.shape) == 3:
+        images = images[None]
+    if len(images.shape) != 4:
+        raise ValueError(
+            f"images of shape {tuple(images.shape)}: expected (height, width, channels) or "
+            "(batch, height, width, channels)")
+    images = ops.cast(images, "float32")
+    if crop_fraction == 1.0:
+        images = _resize(images, (height, width))
+    else:
+        in_height, in_width = images.shape[1], images.shape[2]
+        scale = max(height, width) / crop_fraction / min(in_height, in_width)
+        resized = (max(height, round(in_height * scale)), max(width, round(in_width * scale)))
+        images = _resize(images, resized)
+        top, left = (resized[0] - height) // 2, (resized[1] - width) // 2
+        images = images[:, top:top + height, left:left + width, :]
+    # Bilinear antialiased resizing stays within the input's range up to rounding.
+    images = ops.clip(images, 0.0, 255.0)
+    return images / 127.5 - 1.0 if rescale else images
+
+
+def _resize(images, size):
+    if tuple(images.shape[1:3]) == tuple(size):
+        return images
+    return keras.ops.image.resize(images, size, interpolation="bilinear", antialias=True)
+
