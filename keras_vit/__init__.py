@@ -6,11 +6,12 @@ Runs on the TensorFlow, JAX and PyTorch backends.
 import importlib
 
 from keras_vit import checkpoints, explain, fewshot, finetune, layers, variants
+from keras_vit import presets
 from keras_vit.vit import ViT
 
 __version__ = "0.1.0"
 
-__all__ = ["ViT", "checkpoints", "explain", "fewshot", "finetune", "layers", "variants"]
+__all__ = ["ViT", "checkpoints", "explain", "fewshot", "finetune", "layers", "presets", "variants"]
 
 
 def __getattr__(name):

@@ -16,6 +16,7 @@ from keras_vit import (
     finetune,
     interpolation,
     model_layers,
+    presets,
     variants,
     vit,
 )
@@ -38,6 +39,8 @@ MODULES += [resnet, std_conv]  # the hybrid ViT's ResNet
 MODULES += [files, model_layers]
 
 MODULES += [block_kernels]  # the Transformer block's backend-specific kernels
+
+MODULES += [presets]  # the released checkpoints by name
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
