@@ -92,6 +92,10 @@ def test_every_builtin_preset_has_a_pinned_parameter_count():
 
 @pytest.mark.parametrize("architecture, names", _BUILDS)
 def test_architecture_builds(architecture, names):
+    # A parameter count is the Keras model's, not the backend's: the big builds (minutes on
+    # JAX and PyTorch) run once, under TensorFlow; the other backends build the small ones.
+    if keras.backend.backend() != "tensorflow" and presets.get(names[0]).params > 40e6:
+        pytest.skip("counted once, under the TensorFlow backend (the count is backend-free)")
     variant, image_size, num_classes, representation_size, pooling = architecture
     model = keras_vit.ViT(variant, image_size=image_size, num_classes=num_classes,
                           representation_size=representation_size, pooling=pooling)
