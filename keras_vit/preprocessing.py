@@ -9,17 +9,19 @@ different sizes.
 import keras
 from keras import ops
 
+from keras_vit import presets
 from keras_vit.validation import check_number
 
 
 def preprocess_images(images, preset=None, *, image_size=None, crop_fraction=None, rescale=True):
     """Resizes, center-crops and scales raw images for a ViT.
 
-    With `crop_fraction` 1 the whole image is resized to `image_size` (the original ViT
-    evaluation, which ignores the aspect ratio). Below 1 the shorter side is resized to
-    `image_size / crop_fraction`, keeping the aspect ratio, and the central `image_size` crop is
-    taken (the AugReg checkpoints' evaluation at 224: crop_fraction 0.875 or 0.9). Resizing is
-    bilinear with antialiasing, so that downscaling a large photo does not alias.
+    With `crop_fraction` 1 the whole image is resized to `image_size`, ignoring the aspect
+    ratio: how the publisher's input pipeline evaluated every released checkpoint (all presets
+    have crop_fraction 1). Below 1 the shorter side is resized to `image_size / crop_fraction`,
+    keeping the aspect ratio, and the central `image_size` crop is taken (timm evaluates its
+    ports with 0.9). Resizing is bilinear with antialiasing, so that downscaling a large photo
+    does not alias.
 
     Args:
         images: one image (H, W, C) or a batch (B, H, W, C) with values in [0, 255], any integer
@@ -44,8 +46,6 @@ def preprocess_images(images, preset=None, *, image_size=None, crop_fraction=Non
     """
     if preset is not None:
         if isinstance(preset, str):
-            from keras_vit import presets  # noqa: PLC0415 (keeps this module light)
-
             preset = presets.get(preset)
         image_size = preset.image_size if image_size is None else image_size
         crop_fraction = preset.crop_fraction if crop_fraction is None else crop_fraction

@@ -4,7 +4,7 @@ import os
 
 import keras
 
-from keras_vit import checkpoints, downloads, finetune, model_layers, variants
+from keras_vit import checkpoints, downloads, finetune, model_layers, presets, variants
 from keras_vit.layers import (
     ClassToken,
     PatchEmbedding,
@@ -236,8 +236,6 @@ def _resolve_weights(weights):
     path = os.fspath(weights)
     if os.path.exists(path) or path.endswith(_WEIGHT_SUFFIXES) or os.sep in path:
         return path, None
-    from keras_vit import presets  # noqa: PLC0415 (presets imports nothing of vit; kept lazy)
-
     preset = presets.get(path)
     return (
         downloads.fetch(preset.url, sha256=preset.sha256, size_bytes=preset.size_bytes),
