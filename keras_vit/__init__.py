@@ -7,11 +7,23 @@ import importlib
 
 from keras_vit import checkpoints, explain, fewshot, finetune, layers, variants
 from keras_vit import presets
+from keras_vit.labels import decode_predictions
 from keras_vit.vit import ViT
 
 __version__ = "0.1.0"
 
-__all__ = ["ViT", "checkpoints", "explain", "fewshot", "finetune", "layers", "presets", "variants"]
+__all__ = [
+    "ViT",
+    "checkpoints",
+    "decode_predictions",
+    "explain",
+    "fewshot",
+    "finetune",
+    "labels",
+    "layers",
+    "presets",
+    "variants",
+]
 
 
 def __getattr__(name):

@@ -15,6 +15,7 @@ from keras_vit import (
     files,
     finetune,
     interpolation,
+    labels,
     model_layers,
     presets,
     variants,
@@ -39,6 +40,8 @@ MODULES += [resnet, std_conv]  # the hybrid ViT's ResNet
 MODULES += [files, model_layers]
 
 MODULES += [block_kernels]  # the Transformer block's backend-specific kernels
+
+MODULES += [labels]  # ImageNet class names, decode_predictions
 
 MODULES += [presets]  # the released checkpoints by name
 
