@@ -6,6 +6,7 @@ here, by role, instead of by string in each module:
 
 | role                 | layer name           | class                      |
 |----------------------|----------------------|----------------------------|
+| `preprocessing`      | `preprocessing`      | `Rescaling` (raw-pixel input) |
 | `patch_embedding`    | `patch_embedding`    | `PatchEmbedding`           |
 | `class_token`        | `class_token`        | `ClassToken`               |
 | `position_embedding` | `position_embedding` | `PositionEmbedding`        |
@@ -32,6 +33,7 @@ from keras_vit.layers.transformer_block import TransformerBlock
 
 # role -> (layer name, class the layer must be an instance of).
 ROLES = {
+    "preprocessing": ("preprocessing", keras.layers.Rescaling),
     "patch_embedding": ("patch_embedding", PatchEmbedding),
     "class_token": ("class_token", ClassToken),
     "position_embedding": ("position_embedding", PositionEmbedding),

@@ -41,7 +41,7 @@ def preprocess_images(images, preset=None, *, image_size=None, crop_fraction=Non
     Example:
 
     >>> batch = preprocess_images(np.full((40, 60, 3), 255, "uint8"), image_size=16)
-    >>> tuple(batch.shape), float(ops.min(batch)), float(ops.max(batch))
+    >>> tuple(batch.shape), round(float(ops.min(batch)), 4), round(float(ops.max(batch)), 4)
     ((1, 16, 16, 3), 1.0, 1.0)
     """
     if preset is not None:

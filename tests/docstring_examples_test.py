@@ -10,6 +10,7 @@ import pytest
 import keras_vit
 from keras_vit import (
     checkpoints,
+    downloads,
     explain,
     fewshot,
     files,
@@ -18,6 +19,8 @@ from keras_vit import (
     labels,
     model_layers,
     presets,
+    preprocessing,
+    validation,
     variants,
     vit,
 )
@@ -32,8 +35,8 @@ from keras_vit.layers import (
     transformer_block,
 )
 
-MODULES = [variants, vit, checkpoints, finetune, fewshot, explain, interpolation, class_token, patch_embedding, pooling,
-           position_embedding, transformer_block]
+MODULES = [variants, vit, checkpoints, finetune, fewshot, explain, interpolation, class_token,
+           patch_embedding, pooling, position_embedding, transformer_block]
 
 MODULES += [resnet, std_conv]  # the hybrid ViT's ResNet
 
@@ -44,6 +47,8 @@ MODULES += [block_kernels]  # the Transformer block's backend-specific kernels
 MODULES += [labels]  # ImageNet class names, decode_predictions
 
 MODULES += [presets]  # the released checkpoints by name
+
+MODULES += [downloads, preprocessing, validation]  # weights by URL, raw images in, checks
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -2,9 +2,10 @@
 
 Each binary's flags are a table here: `python -m training.train` calls `define_training_flags()`,
 `training.export` `define_export_flags()`, `training.explain` `define_explain_flags()`,
-`training.fewshot` `define_fewshot_flags()`, `training.convert` `define_convert_flags()`, each
-before `app.run`; library code never reads flags. Training flags mirror the fields of
-`training.config.Config` one to one, and take their defaults from it, so
+`training.fewshot` `define_fewshot_flags()`, `training.convert` `define_convert_flags()`,
+`training.predict` `define_predict_flags()`, each before `app.run`; library code never reads
+flags. Training flags mirror the fields of `training.config.Config` one to one, and take their
+defaults from it, so
 `python -m training.train --workdir=DIR` and `train_and_evaluate(Config(), DIR)` are the same run.
 """
 
@@ -168,6 +169,17 @@ _CONVERT_FLAGS = (
     ("pooling", "enum", None, "'token' or 'gap'; unset: the checkpoint's.", POOLINGS),
 )
 
+_PREDICT_FLAGS = (
+    ("weights", "string", None, "A keras_vit preset name (keras_vit.presets), a .keras model, or "
+     "a released .npz checkpoint by path or http(s)/gs URL."),
+    ("top", "integer", 5, "Classes printed per image."),
+    ("labels", "enum", "auto", "Class names: 'auto' (the preset's, else by class count: 1000 "
+     "imagenet2012, 21843 imagenet21k), a label set, or 'none' (indices).",
+     ["auto", "imagenet2012", "imagenet21k", "none"]),
+    ("rollout_dir", "string", None, "Directory to write each image's attention-rollout overlay "
+     "into (IMAGE.rollout.png); unset: none."),
+)
+
 _DEFINE = {
     "string": flags.DEFINE_string,
     "integer": flags.DEFINE_integer,
@@ -225,6 +237,11 @@ def define_fewshot_flags():
 def define_convert_flags():
     """Defines the flags of `python -m training.convert`."""
     _define(_CONVERT_FLAGS, required=["npz", "output"])
+
+
+def define_predict_flags():
+    """Defines the flags of `python -m training.predict`."""
+    _define(_PREDICT_FLAGS, required=["weights"])
 
 
 def _define(table, *, required):
