@@ -5,9 +5,20 @@ Runs on the TensorFlow, JAX and PyTorch backends.
 
 import importlib
 
-from keras_vit import checkpoints, explain, fewshot, finetune, layers, variants
-from keras_vit import presets
+from keras_vit import (
+    checkpoints,
+    downloads,
+    explain,
+    fewshot,
+    finetune,
+    labels,
+    layers,
+    presets,
+    preprocessing,
+    variants,
+)
 from keras_vit.labels import decode_predictions
+from keras_vit.preprocessing import preprocess_images
 from keras_vit.vit import ViT
 
 __version__ = "0.1.0"
@@ -16,11 +27,14 @@ __all__ = [
     "ViT",
     "checkpoints",
     "decode_predictions",
+    "downloads",
     "explain",
     "fewshot",
     "finetune",
     "labels",
     "layers",
+    "preprocess_images",
+    "preprocessing",
     "presets",
     "variants",
 ]
