@@ -30,7 +30,6 @@ import json  # noqa: E402
 import time  # noqa: E402
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from keras_vit import finetune  # noqa: E402

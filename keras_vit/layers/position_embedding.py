@@ -173,7 +173,7 @@ class PositionEmbedding(keras.layers.Layer):
         return self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
 
     def build(self, input_shape):
-        length, hidden_dim = input_shape[-2], input_shape[-1]
+        hidden_dim = input_shape[-1]
         if hidden_dim is None:
             raise ValueError(
                 f"The last (width) dimension of the tokens must be known, "
