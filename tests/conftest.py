@@ -23,6 +23,15 @@ def _seed_and_policy():
     keras.config.set_dtype_policy("float32")
 
 
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch):
+    """An empty Keras cache ($KERAS_HOME) for the test, and no weights mirror."""
+    home = tmp_path / "keras_home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.delenv("KERAS_VIT_WEIGHTS_DIR", raising=False)
+    return home
+
+
 class _Server:
     """Serves `files` ({path: bytes}) on 127.0.0.1; counts the requests of each path.
 

@@ -10,13 +10,8 @@ import pytest
 import keras_vit
 from keras_vit import checkpoints, downloads
 
-
-@pytest.fixture(autouse=True)
-def keras_home(tmp_path, monkeypatch):
-    home = tmp_path / "keras_home"
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    monkeypatch.delenv(downloads.MIRROR_ENV, raising=False)
-    return home
+# Every test downloads into an empty Keras cache of its own (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("keras_home")
 
 
 @pytest.fixture(scope="module")
