@@ -55,11 +55,14 @@ def load_classifier(weights):
     return keras_vit.ViT(weights=weights), preset
 
 
-def read_image(path):
-    """The RGB uint8 pixels (H, W, 3) of a JPEG/PNG/BMP/GIF file; ValueError if unreadable."""
+def read_image(path, channels=3):
+    """The uint8 pixels (H, W, channels) of a JPEG/PNG/BMP/GIF file; ValueError if unreadable.
+
+    `channels` 1 gives grayscale (for a model trained on grayscale data such as digits), 3 RGB.
+    """
     try:
         data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
     except (tf.errors.OpError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot read image {path!r}: {reason}") from None
@@ -101,7 +104,7 @@ def predict(weights, image_paths, *, top=5, label_set="auto", rollout_dir=None, 
     print_fn(f"{'image':<32} {'rank':>4} {'class':>6}  {'probability':>11}  name")
     for path in image_paths:
         try:
-            pixels = read_image(path)
+            pixels = read_image(path, channels=model.input_shape[-1])
         except ValueError as exc:
             errors[path] = str(exc)
             print_fn(f"{_short(path):<32} error: {exc}")

@@ -87,3 +87,22 @@ def test_predict_binary_exit_code_and_table(photos, imagenet_npz, tmp_path, repo
     assert rows[china][1] == "1" and rows[china][2] == rows[china][4]
     assert rows[china + 1][0] == "2"
     assert any(row[:2] == ["missing.png", "error:"] for row in rows)
+
+
+def test_a_grayscale_model_gets_grayscale_pixels(photos, tmp_path):
+    # A model trained on digits (one channel) classifies an RGB photo: decoded as grayscale.
+    from training import predict
+
+    model = keras_vit.ViT("mu/4", image_size=16, num_classes=10, num_channels=1)
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    path = str(tmp_path / "gray.keras")
+    model.save(path)
+    results, errors = predict.predict(path, photos[:1], top=2, print_fn=lambda line: None)
+    assert not errors and len(results[photos[0]]) == 2
+    gray = predict.read_image(photos[0], channels=1)
+    assert gray.shape == (427, 640, 1)
+    logits = np.asarray(model.predict_on_batch(preprocess_images(gray, image_size=16)))[0]
+    assert results[photos[0]][0][0] == int(np.argmax(logits))
+    # Ten classes: no label set matches, the names are the indices.
+    assert results[photos[0]][0][1] == str(results[photos[0]][0][0])
