@@ -23,6 +23,21 @@ def _seed_and_policy():
     keras.config.set_dtype_policy("float32")
 
 
+@pytest.fixture(scope="session")
+def mu4_checkpoint(tmp_path_factory):
+    """(model, .npz bytes): a mu/4 at 16x16 with 3 classes and random non-zero weights (a zero
+    head would make every model's logits equal), written by `save_npz` as a released file."""
+    import keras_vit
+    from keras_vit import checkpoints
+
+    model = keras_vit.ViT("mu/4", image_size=16, num_classes=3)
+    rng = np.random.default_rng(7)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    path = tmp_path_factory.mktemp("npz") / "mu4_16.npz"
+    checkpoints.save_npz(model, str(path))
+    return model, path.read_bytes()
+
+
 @pytest.fixture
 def keras_home(tmp_path, monkeypatch):
     """An empty Keras cache ($KERAS_HOME) for the test, and no weights mirror."""

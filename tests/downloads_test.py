@@ -4,25 +4,18 @@ import hashlib
 import os
 import socket
 
-import numpy as np
 import pytest
 
-import keras_vit
-from keras_vit import checkpoints, downloads
+from keras_vit import downloads
 
 # Every test downloads into an empty Keras cache of its own (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("keras_home")
 
 
-@pytest.fixture(scope="module")
-def npz_bytes(tmp_path_factory):
-    """A real checkpoint, written by save_npz from a model with non-zero weights."""
-    model = keras_vit.ViT("mu/4", image_size=16, num_classes=3)
-    rng = np.random.default_rng(0)
-    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
-    path = tmp_path_factory.mktemp("npz") / "mu4.npz"
-    checkpoints.save_npz(model, str(path))
-    return path.read_bytes()
+@pytest.fixture
+def npz_bytes(mu4_checkpoint):
+    """A real checkpoint's bytes (tests/conftest.py)."""
+    return mu4_checkpoint[1]
 
 
 def _cache_listing(home):

@@ -6,21 +6,15 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit import checkpoints
 
 # Every test downloads into an empty Keras cache of its own (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("keras_home")
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    """A mu/4 model at 16x16 with 3 classes, random non-zero weights, and its .npz bytes."""
-    model = keras_vit.ViT("mu/4", image_size=16, num_classes=3)
-    rng = np.random.default_rng(7)
-    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
-    path = tmp_path_factory.mktemp("npz") / "mu4_16.npz"
-    checkpoints.save_npz(model, str(path))
-    return model, path.read_bytes()
+@pytest.fixture
+def source(mu4_checkpoint):
+    """(model, .npz bytes) of a mu/4 with random non-zero weights (tests/conftest.py)."""
+    return mu4_checkpoint
 
 
 def _images(n=2, size=16, seed=0):
