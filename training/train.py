@@ -111,13 +111,13 @@ def train_and_evaluate(config, workdir, *, strategy=None):
         state = state_lib.create_state(config, data.info, total_steps=length.total_steps,
                                        strategy=strategy, pretrained=pretrained)
         start = state_lib.restore(state, workdir)
-        is_chief = distribute.is_chief(strategy)
-        _log_run(config, data.info, length, state.model, strategy, start)
+        is_chief, task = distribute.is_chief(strategy), distribute.task_name(strategy)
+        _log_run(config, data.info, length, state.model, strategy, start, task, is_chief)
         periodic_fewshot = fewshot.PeriodicFewshot.from_config(
             config, state.model, strategy=strategy, is_chief=is_chief)
         # Everything checked: from here on the workdir is written.
         with outputs_lib.RunOutputs(config, workdir, state.checkpoint, is_chief=is_chief,
-                                    task=distribute.task_name(strategy)) as outputs:
+                                    task=task) as outputs:
             steps = steps_lib.create_step_functions(config, state, strategy)
 
             def evaluate():
@@ -232,7 +232,7 @@ def _dtype_policy(policy):
         keras.config.set_dtype_policy(previous)
 
 
-def _log_run(config, info, length, model, strategy, start):
+def _log_run(config, info, length, model, strategy, start, task, is_chief):
     replicas = strategy.num_replicas_in_sync
     logging.info(
         "Dataset %s: %d train (%s), %d eval (%s) examples, %d classes, images %s",
@@ -241,7 +241,7 @@ def _log_run(config, info, length, model, strategy, start):
     logging.info(
         "Model %s (%s, %d parameters); strategy %s: %d replica(s), this task %s%s",
         config.variant, model.name, model.count_params(), config.strategy, replicas,
-        distribute.task_name(strategy), " (chief)" if distribute.is_chief(strategy) else "")
+        task, " (chief)" if is_chief else "")
     logging.info(
         "Global batch %d (%d per replica); %d steps/epoch; %d steps = %.2f epochs; "
         "resuming at step %d", config.global_batch_size, config.global_batch_size // replicas,
