@@ -113,7 +113,24 @@ _MODEL = ("model", "string", None, "A .keras model, e.g. WORKDIR/model.keras.")
 
 _EXPORT_FLAGS = (
     _MODEL,
-    ("output_dir", "string", None, "Directory to write the SavedModel into."),
+    ("output", "string", None, "Where to write: the SavedModel directory, the .tflite file "
+     "(--format=litert) or the .onnx file (--format=onnx)."),
+    ("output_dir", "string", None, "Old name of --output (a SavedModel directory)."),
+    ("format", "enum", "saved_model", "'saved_model' (any image size, resized inside), "
+     "'litert' (.tflite, builtin ops, uint8 images of the model's size) or 'onnx' (.onnx, "
+     "dynamic batch, uint8 images of the model's size).", ["saved_model", "litert", "onnx"]),
+    ("quantize", "enum", "none", "LiteRT only: 'float16' weights, 'dynamic_range' (int8 "
+     "weights), 'int8' (full integer, calibrated on --dataset's training images) or 'none'.",
+     ["none", "float16", "dynamic_range", "int8"]),
+    ("image_size", "integer", 0, "Input size of a model whose size is not fixed; 0: the "
+     "model's own."),
+    ("dataset", "string", None, "With --quantize=int8: the TFDS dataset whose training images "
+     "calibrate the int8 ranges (the model's training data)."),
+    ("data_dir", "string", None, "TFDS data directory of --dataset; unset: TFDS's default."),
+    ("calibration_split", "string", "train", "Split of --dataset the calibration images are "
+     "drawn from."),
+    ("calibration_images", "integer", 200, "Images drawn (seed 0) to calibrate int8."),
+    ("opset", "integer", 18, "ONNX opset of --format=onnx."),
 )
 
 _EXPLAIN_FLAGS = (
@@ -220,7 +237,8 @@ def config_from_flags():
 
 def define_export_flags():
     """Defines the flags of `python -m training.export`."""
-    _define(_EXPORT_FLAGS, required=["model", "output_dir"])
+    # --output or its old name --output_dir: training.export checks that one is given.
+    _define(_EXPORT_FLAGS, required=["model"])
 
 
 def define_explain_flags():

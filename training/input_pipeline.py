@@ -337,6 +337,58 @@ def eval_dataset(
     return _per_worker(evaluation, input_context)
 
 
+def raw_images(dataset, *, data_dir, image_size, split, count=None, seed=None, channels=None):
+    """uint8 images of `split` at `image_size`, as a deployed model takes them, and their labels.
+
+    Each image is decoded, resized bilinearly (as `preprocess_for_eval` resizes), rounded and
+    clipped to uint8: the input of the LiteRT and ONNX exports (`training.export`), whose
+    callers resize their own images. Used to calibrate an int8 export and to check exports.
+
+    Args:
+        dataset, data_dir, channels: as for `load_datasets`.
+        image_size: int or (height, width).
+        split: str. TFDS split, e.g. "train" or "test[:100]".
+        count: int or None. Images to return; None: all of `split`.
+        seed: int or None. None: the first `count` images in order; an int: `count` images drawn
+            at random (without replacement) with this seed.
+
+    Returns:
+        (images, labels): uint8 array (N, height, width, channels) and int64 array (N,).
+
+    Raises:
+        ValueError: as `load_datasets`, or `count` is not a positive int, or the split has
+            fewer than `count` images.
+    """
+    height, width = _image_size(image_size)
+    if count is not None:
+        check_int("count", count, minimum=1)
+    if seed is not None:
+        check_int("seed", seed)
+    source = _source(dataset, data_dir, channels)
+    num_examples = _num_examples(source.builder, split, "split")
+    if count is not None and count > num_examples:
+        raise ValueError(
+            f"count {count} is more than the {num_examples} images of {dataset!r} split {split!r}"
+        )
+    decode = _decoder(source.builder, split, source.image_feature, source.channels)
+    ds = _read(source.builder, split, None, shuffle_files=False, seed=0)
+    if seed is not None:
+        ds = ds.shuffle(num_examples, seed=seed, reshuffle_each_iteration=False)
+    if count is not None:
+        ds = ds.take(count)
+
+    def resize(image, label):
+        image = tf.image.resize(image, (height, width), method="bilinear")
+        return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8), label
+
+    ds = ds.map(decode).map(resize).batch(256)
+    images, labels = [], []
+    for image_batch, label_batch in ds.as_numpy_iterator():
+        images.append(image_batch)
+        labels.append(label_batch)
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
+
+
 def load_datasets(
     dataset,
     *,

@@ -462,3 +462,29 @@ def test_describe_data_error_ignores_other_errors():
     with pytest.raises(tf.errors.InvalidArgumentError, match="unrelated"):
         with input_pipeline.explain_data_errors():
             raise tf.errors.InvalidArgumentError(None, None, "unrelated")
+
+
+def test_raw_images_are_what_a_deployed_model_takes(tfds_data_dir):
+    images, labels = input_pipeline.raw_images(
+        "digits", data_dir=tfds_data_dir, image_size=(16, 12), split="test")
+    assert images.dtype == np.uint8 and images.shape == (359, 16, 12, 1)
+    assert labels.dtype == np.int64 and labels.shape == (359,) and set(labels) == set(range(10))
+    # Rounded from what evaluation sees: preprocess_for_eval's bilinear resize, before
+    # normalization, within half a pixel level.
+    evaluation = next(iter(input_pipeline.eval_dataset(
+        "digits", data_dir=tfds_data_dir, image_size=(16, 12), global_batch_size=359)))[0]
+    pixels = (evaluation.numpy() + 1.0) * 127.5
+    np.testing.assert_allclose(images, pixels, atol=0.5 + 1e-3)
+    drawn, drawn_labels = input_pipeline.raw_images(
+        "digits", data_dir=tfds_data_dir, image_size=(16, 12), split="test", count=20, seed=3)
+    again, _ = input_pipeline.raw_images(
+        "digits", data_dir=tfds_data_dir, image_size=(16, 12), split="test", count=20, seed=3)
+    np.testing.assert_array_equal(drawn, again)
+    assert not np.array_equal(drawn, images[:20])
+    first, _ = input_pipeline.raw_images(
+        "digits", data_dir=tfds_data_dir, image_size=(16, 12), split="test", count=20)
+    np.testing.assert_array_equal(first, images[:20])
+    with pytest.raises(ValueError, match="count 400 is more than the 359 images of 'digits' "
+                                         "split 'test'"):
+        input_pipeline.raw_images("digits", data_dir=tfds_data_dir, image_size=8,
+                                  split="test", count=400)
