@@ -221,13 +221,15 @@ class _WithAttentionWeights(keras.layers.Layer):
         return self.block(inputs, training=training, return_attention_weights=True)
 
 
-def token_layout(model):
+def token_layout(model, image_size=None):
     """The number of prefix tokens and the patch grid of `model`'s tokens.
 
-    Read from the model's `PositionEmbedding` layer.
+    Read from the model's `PositionEmbedding` layer: its stored grid, or for a model of any
+    image size (`ViT(dynamic_image_size=True)`) given `image_size`, the grid of such images.
 
     Args:
         model: a `keras_vit` model.
+        image_size: None or (height, width) of the images the tokens come from.
 
     Returns:
         (num_prefix_tokens, (grid_height, grid_width)).
@@ -239,6 +241,9 @@ def token_layout(model):
     """
     for layer in model.layers:
         if isinstance(layer, PositionEmbedding):
+            if layer.stride is not None and image_size is not None:
+                grid = (image_size[0] // layer.stride[0], image_size[1] // layer.stride[1])
+                return layer.num_prefix_tokens, grid
             return layer.num_prefix_tokens, tuple(layer.grid_size)
     raise ValueError(
         f"Model {model.name!r} has no PositionEmbedding layer, so its patch "
@@ -334,9 +339,9 @@ def attention_rollout(
     >>> maps.shape, float(maps.min()) >= 0.0, float(maps.max()) <= 1.0
     ((2, 16, 16), True, True)
     """
-    num_prefix, (grid_h, grid_w) = token_layout(model)
     images = _check_images(model, images)
     height, width = images.shape[1], images.shape[2]
+    num_prefix, (grid_h, grid_w) = token_layout(model, (height, width))
     rows = interpolation.resize_matrix(grid_h, height, "bilinear", antialias=False)
     cols = interpolation.resize_matrix(grid_w, width, "bilinear", antialias=False)
     maps = []

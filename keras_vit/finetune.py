@@ -178,7 +178,13 @@ def adapt(
     posemb_layer = next(l for l in layers if isinstance(l, PositionEmbedding))
     old_height, old_width, channels = model.input_shape[1:]
     old_grid = posemb_layer.grid_size
-    stride = (old_height // old_grid[0], old_width // old_grid[1])
+    # A model of any image size keeps that: `image_size` then sets the stored grid.
+    dynamic = old_height is None
+    if dynamic:
+        stride = posemb_layer.stride
+        old_height, old_width = old_grid[0] * stride[0], old_grid[1] * stride[1]
+    else:
+        stride = (old_height // old_grid[0], old_width // old_grid[1])
     new_grid = patch_grid(
         (old_height, old_width) if image_size is None else image_size,
         stride,
@@ -201,7 +207,10 @@ def adapt(
     interp.check_method(method)
     antialias = posemb_layer.antialias if antialias is None else bool(antialias)
 
-    inputs = keras.Input(shape=(height, width, channels), name=layers[0].name)
+    inputs = keras.Input(
+        shape=(None, None, channels) if dynamic else (height, width, channels),
+        name=layers[0].name,
+    )
     x = inputs
     replaced = (
         {model_layers.find_layer(model, "pre_logits"), model_layers.find_layer(model, "head")}
@@ -215,7 +224,7 @@ def adapt(
         if layer is posemb_layer:
             config["grid_size"] = list(new_grid)
         new_layer = layer.__class__.from_config(config)
-        x = new_layer(x)
+        x = new_layer(x, images=inputs) if dynamic and layer is posemb_layer else new_layer(x)
         copies.append((new_layer, layer))
     if num_classes is not None:
         old_head = model_layers.find_layer(model, "head")

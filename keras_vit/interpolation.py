@@ -81,6 +81,46 @@ def resize_matrix(in_size, out_size, method="bicubic", antialias=True):
     return matrix
 
 
+def _is_static(size):
+    return isinstance(size, (int, np.integer)) and not isinstance(size, bool)
+
+
+def resize_matrix_tensor(in_size, out_size, method="bicubic", antialias=True):
+    """`resize_matrix` for an `out_size` that may be a symbolic scalar tensor.
+
+    A static `out_size` (a Python int: always on JAX and PyTorch, and on TensorFlow when the
+    shape is known) gives `resize_matrix`'s cached array. A symbolic one (TensorFlow tracing
+    images of unknown size) computes the same formula with `keras.ops` in float64, then casts
+    to float32: the same numbers as `resize_matrix` within float32 rounding.
+
+    Args:
+        in_size: int. Number of input samples (the stored grid: always static).
+        out_size: int or scalar integer tensor. Number of output samples.
+        method, antialias: as for `resize_matrix`.
+
+    Returns:
+        An (out_size, in_size) float32 array or tensor.
+    """
+    if _is_static(out_size):
+        return ops.convert_to_tensor(resize_matrix(in_size, int(out_size), method, antialias))
+    check_method(method)
+    out_float = ops.cast(out_size, "float64")
+    scale = out_float / float(in_size)
+    source = (ops.cast(ops.arange(out_size), "float64") + 0.5) / scale - 0.5
+    offsets = ops.arange(in_size, dtype="float64")[None, :] - source[:, None]
+    if antialias:
+        offsets = offsets * ops.minimum(scale, 1.0)
+    magnitude = ops.abs(offsets)
+    if method == "bilinear":
+        weights = ops.maximum(0.0, 1.0 - magnitude)
+    else:
+        near = ((1.5 * magnitude - 2.5) * magnitude) * magnitude + 1.0
+        far = ((-0.5 * magnitude + 2.5) * magnitude - 4.0) * magnitude + 2.0
+        weights = ops.where(magnitude < 1.0, near, ops.where(magnitude < 2.0, far, 0.0))
+    weights = weights / ops.sum(weights, axis=1, keepdims=True)
+    return ops.cast(weights, "float32")
+
+
 def resize_token_grid(tokens, old_grid, new_grid, method="bicubic", antialias=True):
     """Resizes row-major grid tokens (B, gh * gw, D) to (B, nh * nw, D).
 
@@ -90,7 +130,8 @@ def resize_token_grid(tokens, old_grid, new_grid, method="bicubic", antialias=Tr
     Args:
         tokens: tensor of shape (B, gh * gw, D).
         old_grid: (gh, gw) ints.
-        new_grid: (nh, nw) ints.
+        new_grid: (nh, nw) ints, or scalar tensors when the grid is only known when the
+            function runs (TensorFlow tracing images of unknown size).
         method: str. `"bilinear"` or `"bicubic"`.
         antialias: bool. See `resize_matrix`.
 
@@ -98,8 +139,8 @@ def resize_token_grid(tokens, old_grid, new_grid, method="bicubic", antialias=Tr
         A float32 tensor of shape (B, nh * nw, D).
     """
     (old_h, old_w), (new_h, new_w) = tuple(old_grid), tuple(new_grid)
-    rows = ops.convert_to_tensor(resize_matrix(old_h, new_h, method, antialias))
-    cols = ops.convert_to_tensor(resize_matrix(old_w, new_w, method, antialias))
+    rows = resize_matrix_tensor(old_h, new_h, method, antialias)
+    cols = resize_matrix_tensor(old_w, new_w, method, antialias)
     tokens = ops.cast(tokens, "float32")
     width = ops.shape(tokens)[-1]
     grid = ops.reshape(tokens, (-1, old_h, old_w, width))

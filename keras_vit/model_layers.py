@@ -109,7 +109,8 @@ def layer_chain(model):
     Raises:
         ValueError: `model` is not a Functional model, has not exactly one input and one output,
             has no `PositionEmbedding` or no `TransformerBlock`, is not a chain, or takes images
-            of an unknown size.
+            of an unknown size without reading each call's grid from them (its
+            `PositionEmbedding` also takes the images: `ViT(dynamic_image_size=True)`).
     """
     if not isinstance(model, keras.Model) or not hasattr(model, "layers"):
         raise ValueError(
@@ -135,8 +136,15 @@ def layer_chain(model):
     # layer's, the path from input to output is this chain, whatever other calls (a layer reused
     # in another model) a layer has.
     previous = layers[0]
+    dynamic = False
     for layer in layers[1:]:
-        if layer.input is not previous.output:
+        inputs = layer.input
+        if isinstance(layer, PositionEmbedding) and isinstance(inputs, (list, tuple)):
+            # A model of any image size (`ViT(dynamic_image_size=True)`): the layer also takes
+            # the model's images, whose shape gives each call's patch grid.
+            dynamic = len(inputs) == 2 and inputs[1] is layers[0].output
+            inputs = inputs[0]
+        if inputs is not previous.output:
             raise ValueError(
                 f"Model {model.name!r} is not a keras_vit ViT: layer {layer.name!r} "
                 f"does not take the output of {previous.name!r} (keras_vit models are "
@@ -148,7 +156,7 @@ def layer_chain(model):
             f"Model {model.name!r} is not a keras_vit ViT: its output is not the output of "
             f"its last layer {previous.name!r} (keras_vit models are a chain of layers)"
         )
-    if len(model.input_shape) != 4 or None in model.input_shape[1:]:
+    if len(model.input_shape) != 4 or (None in model.input_shape[1:] and not dynamic):
         raise ValueError(
             f"Model {model.name!r} must take images of a fixed size, its input "
             f"shape is {model.input_shape}"

@@ -34,6 +34,7 @@ def ViT(
     name=None,
     num_channels=3,
     approximate_gelu=True,
+    dynamic_image_size=False,
 ):
     """Builds a Vision Transformer as a Functional `keras.Model`.
 
@@ -106,6 +107,12 @@ def ViT(
         approximate_gelu: bool. Tanh approximation of GELU (as the
             reference implementation and its released weights) or the exact
             erf form. Defaults to True.
+        dynamic_image_size: bool. Whether the model takes images of any
+            size: its input is (None, None, num_channels) and each call's
+            patch grid comes from its images (any height and width divisible
+            by the patch size, or a hybrid's stride; square or not), the
+            position embeddings, stored for `image_size`, interpolated to it
+            as `keras_vit.finetune.adapt` would. Defaults to False.
 
     Returns:
         A Functional `keras.Model` mapping (B, H, W, num_channels) images to
@@ -173,7 +180,10 @@ def ViT(
 
     num_prefix_tokens = 1 if pooling == "token" else 0
 
-    images = keras.Input(shape=(height, width, num_channels), name="images")
+    if dynamic_image_size:
+        images = keras.Input(shape=(None, None, num_channels), name="images")
+    else:
+        images = keras.Input(shape=(height, width, num_channels), name="images")
     x = images
     if include_preprocessing:
         # [0, 255] -> [-1, 1], x / 127.5 - 1: the checkpoints' input range.
@@ -183,9 +193,17 @@ def ViT(
     x = PatchEmbedding(spec.patch_size, spec.hidden_dim, name="patch_embedding")(x)
     if num_prefix_tokens:
         x = ClassToken(name="class_token")(x)
-    x = PositionEmbedding(
-        grid, num_prefix_tokens=num_prefix_tokens, name="position_embedding"
-    )(x)
+    if dynamic_image_size:
+        # The grid of each call comes from the images' shape; the embeddings are stored for
+        # `grid` and interpolated to it.
+        x = PositionEmbedding(
+            grid, num_prefix_tokens=num_prefix_tokens, stride=spec.stride,
+            name="position_embedding",
+        )(x, images=images)
+    else:
+        x = PositionEmbedding(
+            grid, num_prefix_tokens=num_prefix_tokens, name="position_embedding"
+        )(x)
     x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
     for i in range(spec.depth):
         rate = drop_path_rate * i / max(spec.depth - 1, 1)

@@ -9,7 +9,9 @@ softmax), both float32; none needs `keras_vit`, Keras or TensorFlow to run.
 
 - `saved_model` (the default): signature `serving_default(images)`, a uint8 batch
   (B, H, W, C) of any height and width, resized and normalized inside with
-  `input_pipeline.preprocess_for_eval`, the function evaluation uses.
+  `input_pipeline.preprocess_for_eval`, the function evaluation uses. A model of any image
+  size (`ViT(dynamic_image_size=True)`) exported without `--image_size` runs on the images at
+  their own size instead (sides divisible by its patch size), normalized only.
 - `litert`: a `.tflite` file of TFLite builtin ops only (no TF Select ops), input `images`, a
   uint8 batch (B, height, width, C) of the model's size: the caller resizes (bilinear, as
   `input_pipeline.raw_images` does); normalization is inside. `--quantize` makes it smaller:
@@ -106,7 +108,8 @@ def export(model, output, *, format="saved_model", quantize="none", image_size=N
         )
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
-    input_size(model, image_size)  # Size errors first, on every backend.
+    # Size errors first, on every backend.
+    input_size(model, image_size, any_size=format == "saved_model")
     if format == "saved_model":
         return export_saved_model(model, output, image_size=image_size)
     if format == "litert":
@@ -115,13 +118,15 @@ def export(model, output, *, format="saved_model", quantize="none", image_size=N
     return export_onnx(model, output, image_size=image_size, opset=opset)
 
 
-def input_size(model, image_size=None):
+def input_size(model, image_size=None, *, any_size=False):
     """(height, width, channels) that an export of `model` takes.
 
     Args:
         model: `keras.Model` taking (B, height, width, C) images.
         image_size: int, (height, width) or None: required when the model's height or width is
-            unknown (None); must equal them when they are known.
+            unknown (None), unless `any_size`; must equal them when they are known.
+        any_size: bool. Whether an unknown height and width may stay unknown (None): the
+            SavedModel of a model of any image size serves images at their own size.
 
     Raises:
         ValueError: the model does not take images, or `image_size` is missing or differs.
@@ -142,7 +147,7 @@ def input_size(model, image_size=None):
                 "training.train --init_from=MODEL.keras --image_size=...)"
             )
         height, width = size
-    if height is None or width is None:
+    if (height is None or width is None) and not any_size:
         raise ValueError(
             f"model {model.name!r} takes images of any size ({model.input_shape}); give "
             "image_size (--image_size) for the export's fixed input size"
@@ -247,14 +252,20 @@ def export_saved_model(model, output_dir, *, image_size=None):
     """
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
-    height, width, channels = input_size(model, image_size)
+    height, width, channels = input_size(model, image_size, any_size=True)
     raw_pixels = find_layer(model, "preprocessing") is not None
 
     archive = keras.export.ExportArchive()
     archive.track(model)
 
     def serve(images):
-        if raw_pixels:
+        if height is None:
+            # A model of any image size (`ViT(dynamic_image_size=True)`) sees the images at
+            # their own size, which must be divisible by its patch size.
+            pixels = tf.cast(images, tf.float32)
+            if not raw_pixels:
+                pixels = input_pipeline.normalize(pixels)
+        elif raw_pixels:
             pixels = tf.image.resize(images, (height, width), method="bilinear")
         else:
             pixels = input_pipeline.preprocess_for_eval(images, (height, width))
@@ -272,8 +283,9 @@ def export_saved_model(model, output_dir, *, image_size=None):
     with atomic_write(output_dir, directory=True) as temporary:
         archive.write_out(temporary, verbose=False)
     logging.info(
-        "Exported %s to %s: %s(images: uint8 (B, H, W, %d)) -> logits, probabilities; images "
-        "are resized to %dx%d", model.name, output_dir, SIGNATURE, channels, height, width)
+        "Exported %s to %s: %s(images: uint8 (B, H, W, %d)) -> logits, probabilities; %s",
+        model.name, output_dir, SIGNATURE, channels,
+        "images at their own size" if height is None else f"images resized to {height}x{width}")
     return output_dir
 
 

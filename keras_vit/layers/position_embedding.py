@@ -120,6 +120,11 @@ class PositionEmbedding(keras.layers.Layer):
             differs. Defaults to `"bicubic"`.
         antialias: bool. Widen the kernel when shrinking the grid. Defaults
             to True.
+        stride: None, int or (height, width). Pixels per patch of the
+            `images` call argument (the patch size; a hybrid's feature-map
+            stride): with it, the grid of each call is read from the images'
+            shape, known or not (a model that takes images of any size).
+            Defaults to None.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -127,6 +132,11 @@ class PositionEmbedding(keras.layers.Layer):
         grid_size: optional (h, w) of the tokens' grid. When omitted it is
             the built grid if the length matches, otherwise the square grid
             the length implies.
+        images: optional (B, H, W, C) tensor the tokens were cut from (needs
+            `stride`): the grid is (H / stride, W / stride), also when H and
+            W are only known when the call runs (TensorFlow tracing images
+            of unknown size). Sides not divisible by the stride raise a
+            ValueError (an InvalidArgumentError naming them when traced).
 
     Returns:
         Tokens of the same shape with the position embeddings added.
@@ -147,10 +157,12 @@ class PositionEmbedding(keras.layers.Layer):
         initializer=None,
         interpolation="bicubic",
         antialias=True,
+        stride=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.grid_size = normalize_grid(grid_size)
+        self.stride = None if stride is None else normalize_grid(stride, name="stride")
         if (
             not isinstance(num_prefix_tokens, int)
             or isinstance(num_prefix_tokens, bool)
@@ -204,9 +216,12 @@ class PositionEmbedding(keras.layers.Layer):
         The built weights unchanged for the built grid; otherwise their grid
         rows resized in float32 (and returned in float32).
         """
-        grid_size = normalize_grid(grid_size)
-        if grid_size == self.grid_size:
-            return self.embeddings
+        if all(isinstance(side, int) for side in grid_size):
+            grid_size = normalize_grid(grid_size)
+            if grid_size == self.grid_size:
+                return self.embeddings
+        # A grid known only when the call runs is resized too: to the built grid, the
+        # interpolation matrices are the identity, so the numbers are the weights'.
         prefix = self.embeddings[:, : self.num_prefix_tokens]
         grid = interp.resize_token_grid(
             self.embeddings[:, self.num_prefix_tokens :],
@@ -217,7 +232,33 @@ class PositionEmbedding(keras.layers.Layer):
         )
         return ops.concatenate([ops.cast(prefix, "float32"), grid], axis=1)
 
-    def call(self, inputs, grid_size=None):
+    def grid_of_images(self, images):
+        """The (h, w) patch grid of `images` (ints, or scalar tensors when unknown)."""
+        if self.stride is None:
+            raise ValueError(
+                f"{self.name}: the images argument needs the layer's stride (the "
+                f"patch size), which is None"
+            )
+        shape = ops.shape(images)
+        grid = []
+        for axis, side, step in zip(("height", "width"), shape[1:3], self.stride):
+            if isinstance(side, int):
+                if side % step:
+                    raise ValueError(
+                        f"Image {axis} {side} (input shape {tuple(images.shape)}) is "
+                        f"not divisible by {step}, the patch size (a hybrid's "
+                        f"feature-map stride)"
+                    )
+                grid.append(side // step)
+            else:
+                grid.append(_checked_quotient(side, step, axis))
+        return tuple(grid)
+
+    def call(self, inputs, grid_size=None, images=None):
+        if images is not None:
+            grid_size = self.grid_of_images(images)
+            if not all(isinstance(side, int) for side in grid_size):
+                return inputs + ops.cast(self.embeddings_for_grid(grid_size), inputs.dtype)
         length = inputs.shape[1]
         if grid_size is None:
             grid_size = (
@@ -234,8 +275,8 @@ class PositionEmbedding(keras.layers.Layer):
         embeddings = self.embeddings_for_grid(grid_size)
         return inputs + ops.cast(embeddings, inputs.dtype)
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+    def compute_output_shape(self, inputs_shape, images_shape=None):
+        return tuple(inputs_shape)
 
     def get_config(self):
         config = super().get_config()
@@ -246,7 +287,25 @@ class PositionEmbedding(keras.layers.Layer):
                 "initializer": keras.initializers.serialize(self.initializer),
                 "interpolation": self.interpolation,
                 "antialias": self.antialias,
+                "stride": None if self.stride is None else list(self.stride),
             }
         )
         return config
+
+
+def _checked_quotient(side, step, axis):
+    """`side // step` of a traced side, failing when the function runs if it does not divide.
+
+    Only TensorFlow traces with unknown sides (JAX and PyTorch always see concrete shapes), so
+    this is the one TensorFlow-specific line of the layer: `keras.ops` has no assertion.
+    """
+    import tensorflow as tf
+
+    check = tf.debugging.assert_equal(
+        side % step, 0,
+        message=f"Image {axis} is not divisible by {step}, the patch size (a hybrid's "
+        f"feature-map stride)",
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(side // step)
 

@@ -297,8 +297,8 @@ def test_bad_arguments_are_named_and_nothing_is_written(tmp_path, kwargs, messag
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("format, name", [("saved_model", "out"), ("litert", "m.tflite"),
-                                          ("onnx", "m.onnx")])
+# (The SavedModel of such a model serves images at their own size: dynamic_image_size_test.)
+@pytest.mark.parametrize("format, name", [("litert", "m.tflite"), ("onnx", "m.onnx")])
 def test_a_model_of_any_image_size_needs_image_size(tmp_path, format, name):
     from training import export
 
