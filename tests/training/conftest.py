@@ -84,6 +84,43 @@ def tiny_flags(data_dir, **overrides):
     return flags
 
 
+def run_outside_checkout(script, path, arrays, workdir, *, timeout=300):
+    """Runs `script` (Python source) on `path` and saved arrays where this checkout is unknown.
+
+    The script runs as `python script.py PATH inputs.npz outputs.npz` in `workdir`, with nothing
+    of this checkout importable (no PYTHONPATH), so that what it loads is proven to run without
+    keras_vit. It must write `outputs.npz` and print a JSON description as its last line.
+
+    Returns:
+        (description, {name: array} of outputs.npz).
+    """
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    np.savez(os.path.join(workdir, "inputs.npz"), **arrays)
+    script_path = os.path.join(workdir, "outside_checkout.py")
+    with open(script_path, "w") as f:
+        f.write(script)
+    env = subprocess_env()
+    env.pop("PYTHONPATH")
+    proc = subprocess.run(
+        [sys.executable, script_path, str(path), os.path.join(workdir, "inputs.npz"),
+         os.path.join(workdir, "outputs.npz")],
+        cwd=str(workdir), env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    description = json.loads(proc.stdout.strip().splitlines()[-1])
+    return description, dict(np.load(os.path.join(workdir, "outputs.npz")))
+
+
+@pytest.fixture(name="run_outside_checkout", scope="session")
+def run_outside_checkout_fixture():
+    return run_outside_checkout
+
+
 def subprocess_env(**extra):
     """The environment of a subprocess running the binary from this checkout."""
     env = dict(os.environ)

@@ -6,7 +6,6 @@ TensorFlow: the LiteRT interpreter of the `ai-edge-litert` package for `.tflite`
 uint8 images.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -74,22 +73,11 @@ _RUNTIME = textwrap.dedent(
 )
 
 
-def run_in_runtime(path, images, tmp_path, subprocess_env):
+def run_in_runtime(path, images, tmp_path, run_outside_checkout):
     """(description, {logits, probabilities, first_logits}) of the file run on `images`."""
-    np.savez(tmp_path / "inputs.npz", images=images)
-    script = tmp_path / "runtime.py"
-    script.write_text(_RUNTIME)
-    env = subprocess_env()
-    env.pop("PYTHONPATH")  # Nothing of this checkout is importable there.
-    proc = subprocess.run(
-        [sys.executable, str(script), str(path), str(tmp_path / "inputs.npz"),
-         str(tmp_path / "outputs.npz")],
-        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    description = json.loads(proc.stdout.strip().splitlines()[-1])
+    description, outputs = run_outside_checkout(_RUNTIME, path, {"images": images}, tmp_path)
     assert description["modules"] == []
-    return description, dict(np.load(tmp_path / "outputs.npz"))
+    return description, outputs
 
 
 def random_model(channels=3, **kwargs):
@@ -138,7 +126,7 @@ def trained_digits(tmp_path_factory, tfds_data_dir):
 @tensorflow_only
 @pytest.mark.parametrize("quantize", ["none", "float16", "dynamic_range", "int8"])
 def test_litert_export_runs_in_the_litert_runtime(quantize, trained_digits, tfds_data_dir,
-                                                  tmp_path, subprocess_env):
+                                                  tmp_path, run_outside_checkout):
     from training import export, input_pipeline
     from training.model_loading import load_model
 
@@ -152,7 +140,7 @@ def test_litert_export_runs_in_the_litert_runtime(quantize, trained_digits, tfds
                         calibration_images=calibration)
     assert out == str(tmp_path / "model.tflite")
     assert os.listdir(tmp_path) == ["model.tflite"]
-    description, outputs = run_in_runtime(out, images, tmp_path, subprocess_env)
+    description, outputs = run_in_runtime(out, images, tmp_path, run_outside_checkout)
 
     assert description["input"] == ["uint8", [-1, 16, 16, 1]]
     assert description["signatures"] == {
@@ -189,7 +177,7 @@ def test_litert_export_runs_in_the_litert_runtime(quantize, trained_digits, tfds
         assert error > 1e-4
 
 
-def test_onnx_export_runs_in_onnxruntime(tmp_path, subprocess_env):
+def test_onnx_export_runs_in_onnxruntime(tmp_path, run_outside_checkout):
     from training import export
 
     if BACKEND == "jax":
@@ -202,7 +190,7 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, subprocess_env):
     images = random_images(6, channels=3)
     out = export.export(model, tmp_path / "model.onnx", format="onnx")
     assert os.listdir(tmp_path) == ["model.onnx"]
-    description, outputs = run_in_runtime(out, images, tmp_path, subprocess_env)
+    description, outputs = run_in_runtime(out, images, tmp_path, run_outside_checkout)
 
     assert description["input"] == ["images", "tensor(uint8)", ["batch", 16, 16, 3]]
     assert description["outputs"] == [["logits", "tensor(float)", ["batch", 5]],
@@ -218,7 +206,7 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path, subprocess_env):
         atol=1e-5)
 
 
-def test_onnx_export_of_a_model_with_its_own_preprocessing(tmp_path, subprocess_env):
+def test_onnx_export_of_a_model_with_its_own_preprocessing(tmp_path, run_outside_checkout):
     # A model built with include_preprocessing takes raw pixels: the export must not normalize
     # them a second time.
     if BACKEND == "jax":
@@ -228,7 +216,7 @@ def test_onnx_export_of_a_model_with_its_own_preprocessing(tmp_path, subprocess_
     model = random_model(channels=3, include_preprocessing=True)
     images = random_images(4)
     out = export.export_onnx(model, tmp_path / "model.onnx")
-    _, outputs = run_in_runtime(out, images, tmp_path, subprocess_env)
+    _, outputs = run_in_runtime(out, images, tmp_path, run_outside_checkout)
     expected = keras.ops.convert_to_numpy(model(images.astype("float32"), training=False))
     np.testing.assert_allclose(outputs["logits"], expected, atol=1e-4, rtol=0)
 
@@ -248,7 +236,7 @@ def test_saved_model_of_a_model_with_its_own_preprocessing(tmp_path):
                                atol=1e-4, rtol=0)
 
 
-def test_mixed_precision_model_is_exported_in_float32(tmp_path, subprocess_env):
+def test_mixed_precision_model_is_exported_in_float32(tmp_path, run_outside_checkout):
     from training import export
 
     policy = keras.config.dtype_policy()
@@ -269,7 +257,7 @@ def test_mixed_precision_model_is_exported_in_float32(tmp_path, subprocess_env):
     if BACKEND == "jax":
         return
     out = export.export(model, tmp_path / "model.onnx", format="onnx")
-    _, outputs = run_in_runtime(out, images, tmp_path, subprocess_env)
+    _, outputs = run_in_runtime(out, images, tmp_path, run_outside_checkout)
     np.testing.assert_allclose(outputs["logits"], expected, atol=1e-4, rtol=0)
 
 
@@ -353,7 +341,8 @@ def test_a_failed_conversion_leaves_nothing_at_the_output(tmp_path, monkeypatch)
 
 @tensorflow_only
 def test_export_cli_int8_litert_from_the_training_data(trained_digits, tfds_data_dir, tmp_path,
-                                                       repo_root, subprocess_env):
+                                                       repo_root, subprocess_env,
+                                                       run_outside_checkout):
     path, images, labels = trained_digits
     proc = subprocess.run(
         [sys.executable, "-m", "training.export", f"--model={path}", "--format=litert",
@@ -364,7 +353,7 @@ def test_export_cli_int8_litert_from_the_training_data(trained_digits, tfds_data
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert f"wrote {tmp_path / 'digits.tflite'} (litert, quantize=int8)" in proc.stdout
     description, outputs = run_in_runtime(tmp_path / "digits.tflite", images, tmp_path,
-                                          subprocess_env)
+                                          run_outside_checkout)
     assert description["matmul_input_dtypes"] == ["int32", "int8"]
     assert np.mean(outputs["logits"].argmax(-1) == labels) > 0.9
 

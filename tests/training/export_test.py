@@ -1,6 +1,5 @@
 """Tests of training/export.py: the raw-image serving signature, reloaded without keras_vit."""
 
-import json
 import os
 import subprocess
 import sys
@@ -63,33 +62,16 @@ def _images(channels):
     }
 
 
-def _load_in_clean_process(tmp_path, saved_model, images, repo_root, subprocess_env):
-    np.savez(tmp_path / "inputs.npz", **images)
-    loader = tmp_path / "loader.py"
-    loader.write_text(_LOADER)
-    env = subprocess_env()
-    env.pop("PYTHONPATH")  # Nothing of this checkout is importable there.
-    proc = subprocess.run(
-        [sys.executable, str(loader), str(saved_model), str(tmp_path / "inputs.npz"),
-         str(tmp_path / "outputs.npz")],
-        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    description = json.loads(proc.stdout.strip().splitlines()[-1])
-    return description, dict(np.load(tmp_path / "outputs.npz"))
-
-
 @pytest.mark.parametrize("channels", [1, 3])
 def test_saved_model_serves_raw_uint8_images_without_keras_vit(
-    tmp_path, channels, repo_root, subprocess_env
+    tmp_path, channels, run_outside_checkout
 ):
     from training import export, input_pipeline
 
     model = _model(channels)
     output_dir = export.export_saved_model(model, str(tmp_path / "saved_model"))
     images = _images(channels)
-    description, outputs = _load_in_clean_process(
-        tmp_path, output_dir, images, repo_root, subprocess_env)
+    description, outputs = run_outside_checkout(_LOADER, output_dir, images, tmp_path)
 
     assert description["modules"] == []
     assert description["input"] == ["images", "uint8", [None, None, None, channels]]
