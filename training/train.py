@@ -15,6 +15,10 @@ DIR receives:
     metrics.json    eval_accuracy, eval_loss, global_step, resumed_from_step,
                     train_images_per_sec and more; written last, when the run is complete
 
+Exit codes: 0 complete; 1 bad settings or data, a NaN loss; 75 stopped by SIGTERM or SIGINT after
+saving the step in flight (rerun to resume from it); 69 a worker of the cluster disappeared
+(rerun the cluster). `training/preemption.py` says how.
+
 `train_and_evaluate` reads top to bottom as the run goes, each part in a module of its own:
 settings (`training/config.py`, validated once) -> strategy (`training/distribute.py`) -> data
 (`RunData` below: `training/input_pipeline.py`, each pipeline built once) -> state (model,

@@ -85,6 +85,21 @@ def test_stop_request_catches_sigterm_and_sigint_once_and_restores_handlers():
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == previous
 
 
+def test_agree_sums_the_requests_and_the_docstring_example_runs():
+    import doctest
+
+    import tensorflow as tf
+
+    from training import preemption
+
+    strategy = tf.distribute.get_strategy()
+    assert preemption.agree(strategy, True) is True
+    assert preemption.agree(strategy, False) is False
+    assert preemption.num_workers(strategy) == 1
+    results = doctest.testmod(preemption)
+    assert results.attempted == 1 and results.failed == 0, results
+
+
 def _cluster(ports):
     import tensorflow as tf
 
