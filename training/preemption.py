@@ -55,16 +55,17 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 # The errors a collective operation or a remote call raises when its peer is gone: the
 # connection reset or refused (Unavailable), the coordination service's missed heartbeats
-# (Unavailable, Aborted, Internal), a collective cancelled because another one failed
-# (Cancelled), a collective timeout (DeadlineExceeded).
+# (Unavailable, DeadlineExceeded), a collective cancelled because another one failed
+# (Cancelled, Aborted). Reported as a lost worker even when no task can be named.
 _PEER_ERRORS = (
     tf.errors.UnavailableError,
     tf.errors.CancelledError,
     tf.errors.DeadlineExceededError,
     tf.errors.AbortedError,
-    tf.errors.InternalError,
-    tf.errors.FailedPreconditionError,
 )
+# Errors that are a lost worker only when one can be named (an unreachable address, a task
+# the message names); otherwise they are bugs or bad data, and pass through unchanged.
+_MAYBE_PEER_ERRORS = (tf.errors.InternalError, tf.errors.FailedPreconditionError)
 # How long a peer's address is tried before it counts as gone.
 _PROBE_TIMEOUT_S = 2.0
 
@@ -252,39 +253,57 @@ def explain_lost_workers(strategy, *, task, resume_step):
         return
     try:
         yield
-    except _PEER_ERRORS as exc:
+    except _PEER_ERRORS + _MAYBE_PEER_ERRORS as exc:
         logging.info("TensorFlow's error: %s", exc)
+        lost, how = lost_tasks(strategy, exc, task=task)
+        if not lost and isinstance(exc, _MAYBE_PEER_ERRORS):
+            raise
         raise WorkerLostError(lost_worker_message(
-            strategy, exc, task=task, resume_step=resume_step())) from exc
+            exc, task=task, lost=lost, how=how, resume_step=resume_step())) from exc
 
 
-def lost_worker_message(strategy, error, *, task, resume_step):
+def lost_tasks(strategy, error, *, task):
+    """The tasks of the cluster that `error` says are gone, and how that is known.
+
+    In this order of trust: those whose `TF_CONFIG` address refuses or times out a connection;
+    those TensorFlow's error names (the coordination service's "unhealthy" tasks, the remote
+    target of a failed call); the coordination service's leader when this task's heartbeats to
+    it time out.
+
+    Returns:
+        (list of names such as "worker_1 (host:port)" or "worker_1", str saying how they were
+        found); an empty list when no task can be named.
+    """
+    unreachable = [f"{name} ({address})" for name, address in unreachable_tasks(strategy)]
+    if unreachable:
+        return unreachable, "no answer on its TF_CONFIG address"
+    text = str(error)
+    named = []
+    for pattern in (r"unhealthy[^/]*((?:\s*/job:\w+/replica:\d+/task:\d+)+)",
+                    r"remote target (/job:\w+/replica:\d+/task:\d+)"):
+        for group in re.findall(pattern, text):
+            named += [f"{job}_{index}" for job, index in
+                      re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", group)]
+    if not named and "CoordinationService/Heartbeat" in text:
+        named = [coordination_leader(strategy)]
+    return list(dict.fromkeys(name for name in named if name != task)), (
+        "named by TensorFlow's error")
+
+
+def lost_worker_message(error, *, task, lost, how, resume_step):
     """The message of `WorkerLostError`: who disappeared, and the step a rerun resumes from.
 
-    The tasks gone are, in this order of trust: those whose `TF_CONFIG` address refuses or
-    times out a connection; those TensorFlow's error names (the coordination service's
-    "unhealthy" tasks, the remote target of a failed call); the coordination service's leader
-    when its heartbeats time out.
+    Args:
+        error: the TensorFlow error the survivor got.
+        task: str. The survivor's name.
+        lost, how: what `lost_tasks` returned.
+        resume_step: int. The step of the last complete checkpoint.
     """
-    text = str(error)
-    lost = [f"{name} ({address})" for name, address in unreachable_tasks(strategy)]
-    how = "no answer on its TF_CONFIG address"
-    if not lost:
-        named = []
-        for pattern in (r"unhealthy[^/]*((?:\s*/job:\w+/replica:\d+/task:\d+)+)",
-                        r"remote target (/job:\w+/replica:\d+/task:\d+)"):
-            for group in re.findall(pattern, text):
-                named += [f"{job}_{index}" for job, index in
-                          re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", group)]
-        if not named and "CoordinationService/Heartbeat" in text:
-            named = [coordination_leader(strategy)]
-        lost = list(dict.fromkeys(name for name in named if name != task))
-        how = "named by TensorFlow's error"
     if lost:
         who = f"task {', '.join(lost)} disappeared ({how})"
     else:
         who = "a task of the cluster stopped answering"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     detail = next((line for line in lines if re.search(
         r"aborted by|unhealthy|remote target|Deadline|Connection|Socket", line)),
         lines[0] if lines else "")

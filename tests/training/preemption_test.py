@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import types
 
@@ -109,6 +110,14 @@ def _cluster(ports):
     return types.SimpleNamespace(cluster_resolver=resolver)
 
 
+def _message(strategy, error, *, task, resume_step):
+    from training import preemption
+
+    lost, how = preemption.lost_tasks(strategy, error, task=task)
+    return preemption.lost_worker_message(error, task=task, lost=lost, how=how,
+                                          resume_step=resume_step)
+
+
 def test_lost_worker_message_names_the_task_and_the_resume_step():
     import tensorflow as tf
 
@@ -127,8 +136,7 @@ def test_lost_worker_message_names_the_task_and_the_resume_step():
         closed.close()
         error = tf.errors.UnavailableError(None, None, "Graph execution error:\n\nCollective "
                                            "ops is aborted by: Socket closed")
-        message = preemption.lost_worker_message(
-            _cluster([up[0], gone]), error, task="worker_0", resume_step=178)
+        message = _message(_cluster([up[0], gone]), error, task="worker_0", resume_step=178)
         assert message.startswith(
             f"worker_0 stopped: task worker_1 (127.0.0.1:{gone}) disappeared (no answer on its "
             "TF_CONFIG address). Rerunning the whole cluster with the same command resumes from "
@@ -139,18 +147,30 @@ def test_lost_worker_message_names_the_task_and_the_resume_step():
         unhealthy = tf.errors.UnavailableError(None, None, (
             "The following tasks are unhealthy (stopped sending heartbeats):\n"
             "/job:worker/replica:0/task:1\nThe tasks have crashed."))
-        message = preemption.lost_worker_message(
-            _cluster(up), unhealthy, task="worker_0", resume_step=89)
+        message = _message(_cluster(up), unhealthy, task="worker_0", resume_step=89)
         assert "worker_0 stopped: task worker_1 disappeared (named by TensorFlow's error). " \
             "Rerunning the whole cluster with the same command resumes from step 89" in message
         # The survivor's heartbeats to the coordination service (worker 0) time out.
         deadline = tf.errors.DeadlineExceededError(None, None, (
             "Collective ops is aborted by: Deadline Exceeded\n\n"
             "RPC: /tensorflow.CoordinationService/Heartbeat"))
-        message = preemption.lost_worker_message(
-            _cluster(up), deadline, task="worker_1", resume_step=0)
+        message = _message(_cluster(up), deadline, task="worker_1", resume_step=0)
         assert "worker_1 stopped: task worker_0 disappeared (named by TensorFlow's error)" in (
             message)
+        # An internal error that names no task is not a lost worker: it passes through.
+        bug = tf.errors.InternalError(None, None, "Something else broke")
+        assert preemption.lost_tasks(_cluster(up), bug, task="worker_0") == (
+            [], "named by TensorFlow's error")
+        with pytest.raises(tf.errors.InternalError, match="Something else broke"):
+            with preemption.explain_lost_workers(_cluster(up), task="worker_0",
+                                                 resume_step=lambda: 0):
+                raise bug
+        with pytest.raises(preemption.WorkerLostError, match="a task of the cluster stopped "
+                           "answering. Rerunning the whole cluster with the same command "
+                           "resumes from step 7"):
+            with preemption.explain_lost_workers(_cluster(up), task="worker_0",
+                                                 resume_step=lambda: 7):
+                raise tf.errors.CancelledError(None, None, "Cancelled")
     finally:
         for s in listening:
             s.close()
@@ -202,6 +222,60 @@ def test_sigterm_mid_run_saves_that_step_and_the_same_command_resumes_from_it(
     assert metrics["resumed_from_step"] == stopped
     assert metrics["global_step"] == total
     assert metrics["eval_examples"] == 359
+
+
+_MIRRORED_DRIVER = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading, time
+    import tensorflow as tf
+    # Two logical CPUs: must happen before TensorFlow initializes its devices.
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from training import checkpointing, distribute, preemption, train
+    from training.config import Config
+
+    data_dir, workdir = sys.argv[1], sys.argv[2]
+    strategy = distribute.get_strategy("mirrored")
+    config = Config(data_dir=data_dir, variant="mu/4", image_size=8, global_batch_size=16,
+                    train_steps=400, warmup_steps=2, checkpoint_every_steps=0, progress=False,
+                    export=False)
+
+    def sigterm_after_the_first_checkpoint():
+        while checkpointing.latest_checkpoint(workdir) is None:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=sigterm_after_the_first_checkpoint, daemon=True).start()
+    result = {"replicas": strategy.num_replicas_in_sync}
+    try:
+        train.train_and_evaluate(config, workdir, strategy=strategy)
+    except preemption.Preempted as exc:
+        result.update(step=exc.step, signal=exc.signal_name,
+                      latest=checkpointing.latest_checkpoint(workdir))
+    _, metrics = train.train_and_evaluate(config, workdir, strategy=strategy)
+    result.update(resumed=metrics["resumed_from_step"], final=metrics["global_step"])
+    print("RESULT", json.dumps(result))
+    """
+)
+
+
+def test_sigterm_under_mirrored_over_two_replicas_saves_that_step_and_resumes(
+        tmp_path, tfds_data_dir, repo_root, subprocess_env):
+    driver = tmp_path / "driver.py"
+    driver.write_text(_MIRRORED_DRIVER)
+    proc = subprocess.run(
+        [sys.executable, str(driver), tfds_data_dir, str(tmp_path / "run")],
+        cwd=repo_root, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    [line] = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    result = json.loads(line.split(" ", 1)[1])
+    assert result["replicas"] == 2
+    assert result["signal"] == "SIGTERM"
+    assert STEPS_PER_EPOCH <= result["step"] < 400, result
+    assert result["latest"].endswith(f"ckpt-{result['step']}")
+    assert result["resumed"] == result["step"] and result["final"] == 400, result
 
 
 class _Cluster:
