@@ -246,7 +246,7 @@ def explain_lost_workers(strategy, *, task, resume_step):
         strategy: the run's `tf.distribute.Strategy`.
         task: str. This task's name, for the message.
         resume_step: callable returning the step a rerun resumes from (the last complete
-            checkpoint), called only after a failure.
+            checkpoint; None if unknown here), called only after a failure.
     """
     if num_workers(strategy) <= 1:
         yield
@@ -297,7 +297,8 @@ def lost_worker_message(error, *, task, lost, how, resume_step):
         error: the TensorFlow error the survivor got.
         task: str. The survivor's name.
         lost, how: what `lost_tasks` returned.
-        resume_step: int. The step of the last complete checkpoint.
+        resume_step: int or None. The step of the last complete checkpoint; None when this
+            task cannot see the chief's workdir.
     """
     if lost:
         who = f"task {', '.join(lost)} disappeared ({how})"
@@ -307,9 +308,10 @@ def lost_worker_message(error, *, task, lost, how, resume_step):
     detail = next((line for line in lines if re.search(
         r"aborted by|unhealthy|remote target|Deadline|Connection|Socket", line)),
         lines[0] if lines else "")
+    where = (f"step {resume_step}, the last complete checkpoint" if resume_step is not None
+             else "the last complete checkpoint in the chief's workdir (not visible from here)")
     return (f"{task} stopped: {who}. Rerunning the whole cluster with the same command resumes "
-            f"from step {resume_step}, the last complete checkpoint. (TensorFlow: "
-            f"{type(error).__name__}: {detail[:300]})")
+            f"from {where}. (TensorFlow: {type(error).__name__}: {detail[:300]})")
 
 
 def coordination_leader(strategy):

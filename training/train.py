@@ -198,7 +198,10 @@ def _run(config, workdir, strategy, task, stopper, wall_start):
 
 
 def _resume_step(workdir):
-    """The step of the newest complete checkpoint in `workdir`, 0 if none."""
+    """The step a rerun resumes from: that of `workdir`'s newest complete checkpoint, 0 if it has
+    none, None if this task cannot see `workdir` (a worker whose disk lacks the chief's)."""
+    if not tf.io.gfile.exists(workdir):
+        return None
     latest = checkpointing.latest_checkpoint(workdir)
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 

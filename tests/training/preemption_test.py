@@ -154,9 +154,10 @@ def test_lost_worker_message_names_the_task_and_the_resume_step():
         deadline = tf.errors.DeadlineExceededError(None, None, (
             "Collective ops is aborted by: Deadline Exceeded\n\n"
             "RPC: /tensorflow.CoordinationService/Heartbeat"))
-        message = _message(_cluster(up), deadline, task="worker_1", resume_step=0)
-        assert "worker_1 stopped: task worker_0 disappeared (named by TensorFlow's error)" in (
-            message)
+        message = _message(_cluster(up), deadline, task="worker_1", resume_step=None)
+        assert ("worker_1 stopped: task worker_0 disappeared (named by TensorFlow's error). "
+                "Rerunning the whole cluster with the same command resumes from the last "
+                "complete checkpoint in the chief's workdir (not visible from here).") in message
         # An internal error that names no task is not a lost worker: it passes through.
         bug = tf.errors.InternalError(None, None, "Something else broke")
         assert preemption.lost_tasks(_cluster(up), bug, task="worker_0") == (
