@@ -59,6 +59,7 @@ class Progress:
     train_seconds: float = 0.0
     timed_images: int = 0
     last_epoch: dict = dataclasses.field(default_factory=dict)
+    stopped_by: str = None
 
     @property
     def images_per_sec(self):
@@ -67,7 +68,7 @@ class Progress:
 
 
 def train(config, length, state, steps, make_iterator, *, start, outputs, fewshot, evaluate_fn,
-          show_progress):
+          show_progress, stopper):
     """Trains from step `start` to `length.total_steps`.
 
     Args:
@@ -82,6 +83,9 @@ def train(config, length, state, steps, make_iterator, *, start, outputs, fewsho
         fewshot: `training.fewshot.PeriodicFewshot`.
         evaluate_fn: callable returning `evaluate(...)`'s dict, for `eval_every_epochs`.
         show_progress: bool. Show a progress bar (on stdout).
+        stopper: `training.preemption.StopAgreement`. When it says so (a SIGTERM or SIGINT
+            here or on another worker), training stops after the current step, whose
+            checkpoint is saved, and `Progress.stopped_by` names the reason.
 
     Returns:
         `Progress`.
@@ -92,6 +96,10 @@ def train(config, length, state, steps, make_iterator, *, start, outputs, fewsho
     progress = Progress(global_step=max(start, 0))
     if start >= length.total_steps:
         logging.info("Step %d >= train steps %d: nothing to train", start, length.total_steps)
+        return progress
+    if stopper.at_boundary():
+        # Asked to stop while the run was starting: the resumed checkpoint is the step.
+        progress.stopped_by = stopper.reason
         return progress
     iterator = make_iterator()
     verbose = 0 if not show_progress else (1 if sys.stdout.isatty() else 2)
@@ -109,7 +117,8 @@ def train(config, length, state, steps, make_iterator, *, start, outputs, fewsho
         totals = Totals()
         while step < epoch_end:
             tick = time.perf_counter()
-            out = {key: float(value) for key, value in steps.train(iterator).items()}
+            out = {key: float(value)
+                   for key, value in steps.train(iterator, stopper.step_flag()).items()}
             elapsed = time.perf_counter() - tick
             step += 1
             _check_finite(out, step, config, state, outputs)
@@ -129,6 +138,12 @@ def train(config, length, state, steps, make_iterator, *, start, outputs, fewsho
             if at_epoch_end or (
                     config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0):
                 _save(step, epoch + 1 if at_epoch_end else epoch, state, steps, outputs)
+            if stopper.after_step(out):
+                _save(step, epoch + 1 if at_epoch_end else epoch, state, steps, outputs)
+                logging.warning("Stopped by %s after step %d; checkpoint %d saved",
+                                stopper.reason, step, step)
+                progress.global_step, progress.stopped_by = step, stopper.reason
+                return progress
             fewshot.maybe_run(step, outputs.writer("eval"), last=step == length.total_steps)
         progress.last_epoch = {"loss": totals.loss, "accuracy": totals.accuracy}
         if not verbose:

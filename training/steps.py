@@ -16,9 +16,12 @@ StepFunctions = collections.namedtuple("StepFunctions", ["train", "evaluate", "a
 StepFunctions.__doc__ = """The compiled steps of a run.
 
 Attributes:
-    train: `train(iterator)` -> dict of float32 scalars: one optimizer step on the next global
-        batch; `loss_sum`, `correct`, `count` (summed over the batch) and `grad_norm` (of the
-        true gradient of the mean loss, before clipping).
+    train: `train(iterator, stop)` -> dict of float32 scalars: one optimizer step on the next
+        global batch; `loss_sum`, `correct`, `count` (summed over the batch), `grad_norm` (of
+        the true gradient of the mean loss, before clipping) and `stop_requests`: the sum over
+        every replica of the float32 scalar `stop` (1.0 where this process was asked to stop,
+        else 0.0), so that every worker of a cluster learns of a stop request at the same step
+        (`training/preemption.py`).
     evaluate: `evaluate(batch)` -> dict with `loss_sum`, `correct` and `count`.
     all_finite: `all_finite()` -> bool tensor: every trainable weight is finite.
 """
@@ -39,7 +42,7 @@ def create_step_functions(config, state, strategy):
     clip_norm = config.grad_clip_norm
     loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
-    def replica_train_step(images, labels):
+    def replica_train_step(images, labels, stop):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             per_example = keras.losses.categorical_crossentropy(
@@ -66,7 +69,10 @@ def create_step_functions(config, state, strategy):
             grads = [grad / replicas for grad in grads]
         optimizer.apply_gradients(zip(grads, variables))
         return batch_sums(per_example, logits, labels) | {
-            "grad_norm": grad_norm / scale / replicas
+            "grad_norm": grad_norm / scale / replicas,
+            # Rides on the step's reductions: no collective operation of its own. An op per
+            # replica (identity): MirroredStrategy cannot reduce the one input tensor itself.
+            "stop_requests": tf.identity(stop),
         }
 
     def replica_eval_step(images, labels):
@@ -87,8 +93,9 @@ def create_step_functions(config, state, strategy):
         }
 
     @tf.function
-    def train(iterator):
-        return reduce_sums(strategy.run(replica_train_step, args=next(iterator)))
+    def train(iterator, stop):
+        images, labels = next(iterator)
+        return reduce_sums(strategy.run(replica_train_step, args=(images, labels, stop)))
 
     @tf.function(reduce_retracing=True)
     def evaluate(batch):

@@ -15,6 +15,10 @@ DIR receives:
     metrics.json    eval_accuracy, eval_loss, global_step, resumed_from_step,
                     train_images_per_sec and more; written last, when the run is complete
 
+Exit codes: 0 complete; 1 bad settings or data, a NaN loss; 75 stopped by SIGTERM or SIGINT after
+saving the step in flight (rerun to resume from it); 69 a worker of the cluster disappeared
+(rerun the cluster). `training/preemption.py` says how.
+
 `train_and_evaluate` reads top to bottom as the run goes, each part in a module of its own:
 settings (`training/config.py`, validated once) -> strategy (`training/distribute.py`) -> data
 (`RunData` below: `training/input_pipeline.py`, each pipeline built once) -> state (model,
@@ -30,6 +34,7 @@ inside a `tf.function`, and metrics are per-replica sums combined with `strategy
 import contextlib
 import dataclasses
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,12 +45,14 @@ import tensorflow as tf  # noqa: E402
 from absl import app, logging  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
-from training import distribute, fewshot, input_pipeline, loop  # noqa: E402
+from training import checkpointing, distribute, fewshot, input_pipeline, loop  # noqa: E402
 from training import flags as training_flags  # noqa: E402
 from training import outputs as outputs_lib  # noqa: E402
+from training import preemption  # noqa: E402
 from training import state as state_lib  # noqa: E402
 from training import steps as steps_lib  # noqa: E402
 from training.loop import NonFiniteLossError  # noqa: E402  (raised by train_and_evaluate)
+from training.preemption import Preempted, WorkerLostError  # noqa: E402  (likewise)
 
 _DTYPE_POLICIES = {"off": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
@@ -63,13 +70,28 @@ def main(argv):
         # First, before TensorFlow runs anything: multi-worker and TPU strategies configure the
         # runtime when they are created.
         strategy = distribute.get_strategy(config.strategy, tpu=config.tpu)
-        train_and_evaluate(config, training_flags.FLAGS.workdir, strategy=strategy)
+        # Caught until the process ends, not only while training: a second SIGTERM after the
+        # save must not turn the exit code 75 into a death by signal. (During the strategy's
+        # creation above, a multi-worker cluster is still forming and nothing is written: a
+        # SIGTERM then ends the process as usual.)
+        with preemption.StopRequest(restore=False) as stop_request:
+            train_and_evaluate(config, training_flags.FLAGS.workdir, strategy=strategy,
+                               stop_request=stop_request)
+    except Preempted as exc:
+        # Not an error: the scheduler is told to rerun (training/preemption.py, exit codes).
+        logging.warning("%s", exc)
+        print(f"training.train: preempted: {exc}", file=sys.stderr, flush=True)
+        preemption.exit_now(preemption.EXIT_PREEMPTED)
+    except WorkerLostError as exc:
+        logging.error("%s", exc)
+        print(f"training.train: error: {exc}", file=sys.stderr, flush=True)
+        preemption.exit_now(preemption.EXIT_WORKER_LOST)
     except (ValueError, NonFiniteLossError) as exc:
         logging.error("%s", exc)
         raise SystemExit(f"training.train: error: {exc}") from None
 
 
-def train_and_evaluate(config, workdir, *, strategy=None):
+def train_and_evaluate(config, workdir, *, strategy=None, stop_request=None):
     """Trains, evaluates and exports a ViT as `config` says, resuming from `workdir`.
 
     Everything that can be checked (the flags, the strategy, the dataset and its features, the
@@ -81,6 +103,8 @@ def train_and_evaluate(config, workdir, *, strategy=None):
         workdir: str. The run's directory; created if needed. If it holds checkpoints of an
             earlier run with the same settings, training continues from the latest.
         strategy: `tf.distribute.Strategy` or None. None builds `config.strategy`.
+        stop_request: `training.preemption.StopRequest` or None, already entered by the
+            caller. None: SIGTERM and SIGINT are caught for the duration of the call.
 
     Returns:
         (model, metrics): the trained `keras.Model` (its variables are the strategy's) and the
@@ -91,6 +115,11 @@ def train_and_evaluate(config, workdir, *, strategy=None):
             expected); nothing has been written then.
         NonFiniteLossError: the loss became NaN or infinite; the message names the step, and the
             last checkpoint before it is kept.
+        Preempted: a SIGTERM or SIGINT (here, or on another worker of the cluster) stopped the
+            run after the step in flight; the checkpoint of that step is saved, and calling
+            again with the same arguments resumes from it. `training/preemption.py`.
+        WorkerLostError: a worker of the cluster disappeared; the message names it and the
+            step a rerun of the cluster resumes from.
     """
     wall_start = time.time()
     # Settings.
@@ -102,45 +131,79 @@ def train_and_evaluate(config, workdir, *, strategy=None):
     if strategy is None:
         strategy = distribute.get_strategy(config.strategy, tpu=config.tpu)
     _check_strategy(config, strategy)
-    with _dtype_policy(_DTYPE_POLICIES[config.mixed_precision]):
-        # Data: described now, each pipeline built once.
-        pretrained = state_lib.load_pretrained(config)
-        data = RunData(config, strategy, pretrained=pretrained)
-        length = loop.RunLength.create(config, data.info)
-        # State: model, optimizer and counters, restored from the last checkpoint if any.
-        state = state_lib.create_state(config, data.info, total_steps=length.total_steps,
-                                       strategy=strategy, pretrained=pretrained)
-        start = state_lib.restore(state, workdir)
-        is_chief, task = distribute.is_chief(strategy), distribute.task_name(strategy)
-        _log_run(config, data.info, length, state.model, strategy, start, task, is_chief)
-        periodic_fewshot = fewshot.PeriodicFewshot.from_config(
-            config, state.model, strategy=strategy, is_chief=is_chief)
-        # Everything checked: from here on the workdir is written.
-        with outputs_lib.RunOutputs(config, workdir, state.checkpoint, is_chief=is_chief,
-                                    task=task) as outputs:
-            steps = steps_lib.create_step_functions(config, state, strategy)
-
-            def evaluate():
-                return loop.evaluate(steps, data.eval, num_examples=data.info.num_eval_examples)
-
-            # Loop, then the final evaluation.
-            with input_pipeline.explain_data_errors():
-                progress = loop.train(
-                    config, length, state, steps, lambda: iter(data.train(start)), start=start,
-                    outputs=outputs, fewshot=periodic_fewshot, evaluate_fn=evaluate,
-                    show_progress=config.progress and is_chief)
-                evaluation = evaluate()
-            outputs.scalars("eval", progress.global_step, {
-                "loss": evaluation["loss"], "accuracy": evaluation["accuracy"]})
-            # Outputs: model.keras, the SavedModel, metrics.json.
-            metrics = _metrics(config, data.info, length, state.model, strategy, start,
-                               progress, evaluation, wall_start)
-            outputs.write_final(state.model, metrics, wall_start=wall_start)
+    task = distribute.task_name(strategy)
+    with contextlib.ExitStack() as stack:
+        # From here on a SIGTERM or SIGINT is a request to stop at the next safe point.
+        if stop_request is None:
+            stop_request = stack.enter_context(preemption.StopRequest())
+        stopper = preemption.StopAgreement(stop_request, strategy)
+        stack.enter_context(preemption.explain_lost_workers(
+            strategy, task=task, resume_step=lambda: _resume_step(workdir)))
+        stack.enter_context(_dtype_policy(_DTYPE_POLICIES[config.mixed_precision]))
+        model, metrics = _run(config, workdir, strategy, task, stopper, wall_start)
     logging.info(
         "Done: eval_accuracy %.4f, eval_loss %.4f at step %d (%.1f s)",
         metrics["eval_accuracy"], metrics["eval_loss"], metrics["global_step"],
         metrics["wall_seconds"])
+    return model, metrics
+
+
+def _run(config, workdir, strategy, task, stopper, wall_start):
+    """`train_and_evaluate` once the settings and the strategy are checked."""
+    # Data: described now, each pipeline built once.
+    pretrained = state_lib.load_pretrained(config)
+    data = RunData(config, strategy, pretrained=pretrained)
+    length = loop.RunLength.create(config, data.info)
+    # State: model, optimizer and counters, restored from the last checkpoint if any.
+    state = state_lib.create_state(config, data.info, total_steps=length.total_steps,
+                                   strategy=strategy, pretrained=pretrained)
+    start = state_lib.restore(state, workdir)
+    is_chief = distribute.is_chief(strategy)
+    _log_run(config, data.info, length, state.model, strategy, start, task, is_chief)
+    periodic_fewshot = fewshot.PeriodicFewshot.from_config(
+        config, state.model, strategy=strategy, is_chief=is_chief)
+    # Everything checked: from here on the workdir is written.
+    with outputs_lib.RunOutputs(config, workdir, state.checkpoint, is_chief=is_chief,
+                                task=task) as outputs:
+        steps = steps_lib.create_step_functions(config, state, strategy)
+
+        def evaluate():
+            return loop.evaluate(steps, data.eval, num_examples=data.info.num_eval_examples)
+
+        # Loop, then the final evaluation.
+        with input_pipeline.explain_data_errors():
+            progress = loop.train(
+                config, length, state, steps, lambda: iter(data.train(start)), start=start,
+                outputs=outputs, fewshot=periodic_fewshot, evaluate_fn=evaluate,
+                show_progress=config.progress and is_chief, stopper=stopper)
+            if progress.stopped_by is None and stopper.at_boundary():
+                # Training is complete and saved; the evaluation and export are left to
+                # the rerun, which resumes at the last step.
+                progress.stopped_by = stopper.reason
+            if progress.stopped_by is not None:
+                raise Preempted(
+                    f"stopped by {progress.stopped_by} at step {progress.global_step} "
+                    f"of {length.total_steps}; checkpoint {progress.global_step} saved in "
+                    f"{os.path.join(workdir, 'checkpoints')}. Rerun the same command to "
+                    f"resume from step {progress.global_step}",
+                    step=progress.global_step, signal_name=progress.stopped_by)
+            evaluation = evaluate()
+        outputs.scalars("eval", progress.global_step, {
+            "loss": evaluation["loss"], "accuracy": evaluation["accuracy"]})
+        # Outputs: model.keras, the SavedModel, metrics.json.
+        metrics = _metrics(config, data.info, length, state.model, strategy, start,
+                           progress, evaluation, wall_start)
+        outputs.write_final(state.model, metrics, wall_start=wall_start)
     return state.model, metrics
+
+
+def _resume_step(workdir):
+    """The step a rerun resumes from: that of `workdir`'s newest complete checkpoint, 0 if it has
+    none, None if this task cannot see `workdir` (a worker whose disk lacks the chief's)."""
+    if not tf.io.gfile.exists(workdir):
+        return None
+    latest = checkpointing.latest_checkpoint(workdir)
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
 class RunData:
