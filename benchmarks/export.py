@@ -129,7 +129,8 @@ def accuracy_part(workdir):
         f"| Keras float32 | {_size(path)} | {_percent(reference, labels)} | - | - |",
     ]
     for label, fmt, quantize in EXPORTS:
-        out = export.export(model, os.path.join(workdir, f"digits_{quantize}{_suffix(fmt)}"),
+        name = f"digits_{quantize}{export.SUFFIXES[fmt]}"
+        out = export.export(model, os.path.join(workdir, name),
                             format=fmt, quantize=quantize, calibration_images=calibration)
         logits = Runner(out)(images)
         agreement = np.mean(logits.argmax(-1) == reference.argmax(-1))
@@ -156,7 +157,8 @@ def speed_part(workdir, variant):
     sizes = {name: "-" for name in runners}
     costs = {name: "-" for name in runners}
     for label, fmt, quantize in EXPORTS:
-        out = os.path.join(workdir, f"{variant.replace('/', '')}_{quantize}{_suffix(fmt)}")
+        name = f"{variant.replace('/', '')}_{quantize}{export.SUFFIXES[fmt]}"
+        out = os.path.join(workdir, name)
         seconds, peak = _export_in_subprocess(keras_path, out, fmt, quantize, calibration_path)
         print(f"  exported {label} in {seconds:.0f} s, peak RSS {peak:.1f} GiB", flush=True)
         runners[label], sizes[label] = Runner(out), _size(out)
@@ -238,10 +240,6 @@ def _photo_crops(count, size):
         crop = photo[top:top + side, left:left + side].astype("float32")
         crops.append(keras.ops.convert_to_numpy(keras.ops.image.resize(crop[None], (size, size))))
     return np.clip(np.round(np.concatenate(crops)), 0, 255).astype(np.uint8)
-
-
-def _suffix(fmt):
-    return {"litert": ".tflite", "onnx": ".onnx"}[fmt]
 
 
 def _size(path):

@@ -59,7 +59,8 @@ QUANTIZATIONS = ("none", "float16", "dynamic_range", "int8")
 # ONNX opset of the exported files: the newest that both tf2onnx 1.17 (TensorFlow backend) and
 # torch.onnx's dynamo exporter (PyTorch backend, which needs at least 18) write.
 ONNX_OPSET = 18
-_SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
+# The file suffix each file format's output must have.
+SUFFIXES = {"litert": ".tflite", "onnx": ".onnx"}
 
 
 def export(model, output, *, format="saved_model", quantize="none", image_size=None,
@@ -97,10 +98,7 @@ def export(model, output, *, format="saved_model", quantize="none", image_size=N
             f"quantize {quantize!r} applies to format 'litert' only; format {format!r} is "
             "exported in float32: use quantize 'none'"
         )
-    output = os.path.abspath(os.fspath(output))
-    suffix = _SUFFIXES.get(format)
-    if suffix and not output.endswith(suffix):
-        raise ValueError(f"output {output!r} of format {format!r} must end in {suffix!r}")
+    output = _output_path(output, format)
     if quantize == "int8" and calibration_images is None:
         raise ValueError(
             "quantize 'int8' needs calibration images: representative training images "
@@ -337,7 +335,7 @@ def export_litert(model, path, *, quantize="none", image_size=None, calibration_
             # Full integer: every op with int8 kernels, or the conversion fails.
             "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
         }
-    path = _output_path(path, ".tflite")
+    path = _output_path(path, "litert")
     with atomic_write(path) as temporary:
         serving.export(temporary, format="litert", verbose=False, **options)
     logging.info("Exported %s to %s (LiteRT, quantize=%s)", model.name, path, quantize)
@@ -373,7 +371,7 @@ def export_onnx(model, path, *, image_size=None, opset=ONNX_OPSET):
             "KERAS_BACKEND=tensorflow or torch (the .keras file is the same on every backend)"
         )
     serving = serving_model(model, image_size)
-    path = _output_path(path, ".onnx")
+    path = _output_path(path, "onnx")
     with atomic_write(path) as temporary:
         if backend == "tensorflow":
             # An explicit signature: Keras refuses a model that was never called without one.
@@ -425,7 +423,8 @@ def _name_batch_axis(path, model):
     proto = onnx.load(path)
     for value in list(proto.graph.input) + list(proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    _, height, width, channels = (d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    _, height, width, channels = (d.dim_value for d in dims)
     description = (
         f"keras_vit {model.name}: images uint8 (batch, {height}, {width}, {channels}) raw "
         "pixels in [0, 255], resized by the caller; outputs logits and probabilities, float32 "
@@ -447,10 +446,12 @@ def _check_calibration_images(images, shape):
     return images
 
 
-def _output_path(path, suffix):
+def _output_path(path, format):
+    """`path` made absolute, checked to end in `format`'s suffix (any path for a SavedModel)."""
     path = os.path.abspath(os.fspath(path))
-    if not path.endswith(suffix):
-        raise ValueError(f"output {path!r} must end in {suffix!r}")
+    suffix = SUFFIXES.get(format)
+    if suffix and not path.endswith(suffix):
+        raise ValueError(f"output {path!r} of format {format!r} must end in {suffix!r}")
     return path
 
 
