@@ -35,6 +35,7 @@ def ViT(
     num_channels=3,
     approximate_gelu=True,
     dynamic_image_size=False,
+    remat=False,
 ):
     """Builds a Vision Transformer as a Functional `keras.Model`.
 
@@ -113,6 +114,14 @@ def ViT(
             by the patch size, or a hybrid's stride; square or not), the
             position embeddings, stored for `image_size`, interpolated to it
             as `keras_vit.finetune.adapt` would. Defaults to False.
+        remat: bool. Gradient checkpointing: in training, each Transformer
+            block keeps only its input for the backward pass and recomputes
+            its activations there (`TransformerBlock(remat=True)`): most of
+            the activation memory, for about one more forward pass. The
+            gradients are unchanged. `ViT(...)` built inside a
+            `keras.RematScope` does the same for the blocks the scope
+            selects (`"full"`: all of them); the other layers are never
+            recomputed. Defaults to False.
 
     Returns:
         A Functional `keras.Model` mapping (B, H, W, num_channels) images to
@@ -180,61 +189,71 @@ def ViT(
 
     num_prefix_tokens = 1 if pooling == "token" else 0
 
-    if dynamic_image_size:
-        images = keras.Input(shape=(None, None, num_channels), name="images")
-    else:
-        images = keras.Input(shape=(height, width, num_channels), name="images")
-    x = images
-    if include_preprocessing:
-        # [0, 255] -> [-1, 1], x / 127.5 - 1: the checkpoints' input range.
-        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(x)
-    if spec.is_hybrid:
-        x = resnet_stem(x, spec.resnet_units, spec.resnet_width)
-    x = PatchEmbedding(spec.patch_size, spec.hidden_dim, name="patch_embedding")(x)
-    if num_prefix_tokens:
-        x = ClassToken(name="class_token")(x)
-    if dynamic_image_size:
-        # The grid of each call comes from the images' shape; the embeddings are stored for
-        # `grid` and interpolated to it.
-        x = PositionEmbedding(
-            grid, num_prefix_tokens=num_prefix_tokens, stride=spec.stride,
-            name="position_embedding",
-        )(x, images=images)
-    else:
-        x = PositionEmbedding(
-            grid, num_prefix_tokens=num_prefix_tokens, name="position_embedding"
-        )(x)
-    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-    for i in range(spec.depth):
-        rate = drop_path_rate * i / max(spec.depth - 1, 1)
-        x = TransformerBlock(
+    # The blocks are created in the caller's scope, so that a keras.RematScope around ViT(...)
+    # selects them; they are recomputed as units (`TransformerBlock.rematerialized_call`). The
+    # other layers and the model itself are created outside any RematScope: their activations
+    # are a small part of the total, and Keras' recomputation of a whole Functional model, or
+    # of a layer called with keyword arguments, fails on TensorFlow.
+    blocks = [
+        TransformerBlock(
             spec.num_heads,
             spec.mlp_dim,
             dropout=dropout,
             attention_dropout=attention_dropout,
-            drop_path_rate=rate,
+            drop_path_rate=drop_path_rate * i / max(spec.depth - 1, 1),
             approximate_gelu=approximate_gelu,
+            remat=remat,
             name=f"encoder_block_{i}",
-        )(x)
-    x = keras.layers.LayerNormalization(epsilon=1e-6, name="encoder_norm")(x)
-    x = TokenPooling(pooling, num_prefix_tokens=num_prefix_tokens, name="pooling")(x)
-    if include_top:
-        if representation_size is not None:
-            x = keras.layers.Dense(
-                representation_size, activation="tanh", name="pre_logits"
-            )(x)
-        # Zero-initialized (the paper's fine-tuning head); float32 logits
-        # under mixed precision.
-        x = model_layers.head_layer(num_classes)(x)
-    if name is None:
-        name = f"vit_{spec.size.lower()}{spec.patch_size}"
+        )
+        for i in range(spec.depth)
+    ]
+    with keras.RematScope(mode=None):
+        if dynamic_image_size:
+            images = keras.Input(shape=(None, None, num_channels), name="images")
+        else:
+            images = keras.Input(shape=(height, width, num_channels), name="images")
+        x = images
+        if include_preprocessing:
+            # [0, 255] -> [-1, 1], x / 127.5 - 1: the checkpoints' input range.
+            x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(x)
         if spec.is_hybrid:
-            # e.g. "vit_r50_b16": Keras names allow no "+" or "/".
-            name = "vit_" + "_".join(
-                "".join(c for c in part if c.isalnum())
-                for part in spec.name.lower().replace("/", "").split("+")
-            )
-    model = keras.Model(images, x, name=name)
+            x = resnet_stem(x, spec.resnet_units, spec.resnet_width)
+        x = PatchEmbedding(spec.patch_size, spec.hidden_dim, name="patch_embedding")(x)
+        if num_prefix_tokens:
+            x = ClassToken(name="class_token")(x)
+        if dynamic_image_size:
+            # The grid of each call comes from the images' shape; the embeddings are stored for
+            # `grid` and interpolated to it.
+            x = PositionEmbedding(
+                grid, num_prefix_tokens=num_prefix_tokens, stride=spec.stride,
+                name="position_embedding",
+            )(x, images=images)
+        else:
+            x = PositionEmbedding(
+                grid, num_prefix_tokens=num_prefix_tokens, name="position_embedding"
+            )(x)
+        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+        for block in blocks:
+            x = block(x)
+        x = keras.layers.LayerNormalization(epsilon=1e-6, name="encoder_norm")(x)
+        x = TokenPooling(pooling, num_prefix_tokens=num_prefix_tokens, name="pooling")(x)
+        if include_top:
+            if representation_size is not None:
+                x = keras.layers.Dense(
+                    representation_size, activation="tanh", name="pre_logits"
+                )(x)
+            # Zero-initialized (the paper's fine-tuning head); float32 logits
+            # under mixed precision.
+            x = model_layers.head_layer(num_classes)(x)
+        if name is None:
+            name = f"vit_{spec.size.lower()}{spec.patch_size}"
+            if spec.is_hybrid:
+                # e.g. "vit_r50_b16": Keras names allow no "+" or "/".
+                name = "vit_" + "_".join(
+                    "".join(c for c in part if c.isalnum())
+                    for part in spec.name.lower().replace("/", "").split("+")
+                )
+        model = keras.Model(images, x, name=name)
     if weights is not None:
         load_weights(model, weights)
     return model

@@ -45,7 +45,19 @@ class TransformerBlock(keras.layers.Layer):
             reference JAX implementation (`flax.linen.gelu`) and therefore the
             released checkpoints do; False gives the exact erf form (timm,
             PyTorch). Defaults to True.
-        seed: int or None. Seed of the stochastic-depth draws.
+        seed: int or None. Seed of the block's random draws (dropout and
+            stochastic-depth masks).
+        remat: bool. Gradient checkpointing: in training, keep only the
+            block's input (and its boolean dropout / stochastic-depth masks)
+            for the backward pass and recompute the rest there
+            (`keras.remat`), trading one more forward pass of the block for
+            most of its activation memory. The gradients are those without
+            remat: the random masks are drawn once, before the recomputed
+            part. Also on when the block is created inside a
+            `keras.RematScope` that selects it (`"full"`, `"larger_than"`
+            below its output size, `"list_of_layers"` naming it); the block
+            is then recomputed as one unit, its sublayers never on their
+            own. Defaults to False.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -75,6 +87,7 @@ class TransformerBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-6,
         approximate_gelu=True,
         seed=None,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -91,9 +104,16 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.approximate_gelu = approximate_gelu
         self.seed = seed
+        self.remat = bool(remat)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
+        # The sublayers are never recomputed on their own: under a RematScope
+        # the block is the unit of recomputation (`rematerialized_call`).
+        with keras.RematScope(mode=None):
+            self._build_sublayers(input_shape)
+
+    def _build_sublayers(self, input_shape):
         hidden_dim = input_shape[-1]
         if hidden_dim is None:
             raise ValueError(
@@ -147,10 +167,6 @@ class TransformerBlock(keras.layers.Layer):
             name="mlp_dense_2",
             **common,
         )
-        self.dropout_layer = keras.layers.Dropout(self.dropout, **common)
-        self.attention_dropout_layer = keras.layers.Dropout(
-            self.attention_dropout, **common
-        )
         token_shape = (None, hidden_dim)
         self.attention_norm.build(token_shape)
         self.qkv.build(token_shape)
@@ -164,56 +180,133 @@ class TransformerBlock(keras.layers.Layer):
         # the Dense's name scope, where grappler fuses them into the matmul.
         return gelu(x, self.approximate_gelu)
 
-    def _msa(self, x, batch, length, training, return_weights):
+    def _draw_masks(self, batch, length, training):
+        """The block's random draws of one call: {name: boolean keep mask}.
+
+        Drawn before the block computes anything, so that a recomputation
+        (`remat`) applies the same masks. The stochastic-depth masks come
+        first, in the order the branches use them.
+        """
+        if not training:
+            return {}
+        masks = {}
+        if self.drop_path_rate > 0:
+            for name in ("path_attention", "path_mlp"):
+                masks[name] = self._keep_mask((batch, 1, 1), self.drop_path_rate)
+        if self.dropout > 0:
+            tokens = batch * length
+            for name, width in (
+                ("attention_output", self.hidden_dim),
+                ("mlp_hidden", self.mlp_dim),
+                ("mlp_output", self.hidden_dim),
+            ):
+                masks[name] = self._keep_mask((tokens, width), self.dropout)
+        if self.attention_dropout > 0:
+            masks["attention"] = self._keep_mask(
+                (batch, self.num_heads, length, length), self.attention_dropout
+            )
+        return masks
+
+    def _keep_mask(self, shape, rate):
+        noise = keras.random.uniform(shape, seed=self.seed_generator)
+        return noise >= rate
+
+    def _drop(self, x, masks, name, rate):
+        # Inverted dropout with a drawn mask: kept values scaled by 1/keep.
+        if name not in masks:
+            return x
+        scale = ops.cast(1.0 / (1.0 - rate), x.dtype)
+        return x * (ops.cast(masks[name], x.dtype) * scale)
+
+    def _drop_path(self, branch, batch, masks, name):
+        # branch: (B * T, D); one keep/drop draw per example, shared by its
+        # T tokens.
+        if name not in masks:
+            return branch
+        branch = ops.reshape(branch, (batch, -1, self.hidden_dim))
+        branch = self._drop(branch, masks, name, self.drop_path_rate)
+        return ops.reshape(branch, (-1, self.hidden_dim))
+
+    def _msa(self, x, batch, length, masks, return_weights):
         # Multi-head self-attention of (B * T, D) normed tokens, with the
         # dropout that follows its output projection.
         dropout = None
-        if training and self.attention_dropout > 0:
-            dropout = functools.partial(self.attention_dropout_layer, training=True)
+        if "attention" in masks:
+            dropout = functools.partial(
+                self._drop, masks=masks, name="attention",
+                rate=self.attention_dropout,
+            )
         out, weights = attention(
             self.qkv(x), batch, length, self.num_heads, self.compute_dtype,
             dropout=dropout, return_weights=return_weights,
         )
-        out = self.dropout_layer(self.attention_output(out), training=training)
+        out = self._drop(
+            self.attention_output(out), masks, "attention_output", self.dropout
+        )
         return out, weights
 
-    def _mlp(self, x, training):
+    def _mlp(self, x, masks):
         # Dense(mlp_dim) -> GELU -> Dense(D), dropout after each Dense.
-        x = self.dropout_layer(self.mlp_dense_1(x), training=training)
-        return self.dropout_layer(self.mlp_dense_2(x), training=training)
+        x = self._drop(self.mlp_dense_1(x), masks, "mlp_hidden", self.dropout)
+        return self._drop(self.mlp_dense_2(x), masks, "mlp_output", self.dropout)
 
-    def _drop_path(self, branch, batch, training):
-        # branch: (B * T, D); one keep/drop draw per example, shared by its
-        # T tokens.
-        if not training or self.drop_path_rate == 0.0:
-            return branch
-        keep = 1.0 - self.drop_path_rate
-        noise = keras.random.uniform((batch, 1, 1), seed=self.seed_generator)
-        mask = ops.cast(noise < keep, branch.dtype) / ops.cast(keep, branch.dtype)
-        branch = ops.reshape(branch, (batch, -1, self.hidden_dim)) * mask
-        return ops.reshape(branch, (-1, self.hidden_dim))
-
-    def call(self, inputs, training=None, return_attention_weights=False):
-        shape = ops.shape(inputs)
-        batch, length = shape[0], shape[1]
+    def _forward(self, inputs, batch, length, masks, return_weights):
         # The token-wise work (LayerNorms, projections, MLP) runs on a
         # (B * T, D) matrix: one 2-D GEMM per projection is measurably faster
         # on CPU than the batched 3-D matmul a Dense does on (B, T, D).
         x = ops.reshape(inputs, (-1, self.hidden_dim))
         # Eq. (2): x = x + MSA(LN(x)).
         attended, weights = self._msa(
-            layer_norm(self.attention_norm, x), batch, length, training,
-            return_attention_weights,
+            layer_norm(self.attention_norm, x), batch, length, masks,
+            return_weights,
         )
-        x = x + self._drop_path(attended, batch, training)
+        x = x + self._drop_path(attended, batch, masks, "path_attention")
         # Eq. (3): x = x + MLP(LN(x)).
         x = x + self._drop_path(
-            self._mlp(layer_norm(self.mlp_norm, x), training), batch, training
+            self._mlp(layer_norm(self.mlp_norm, x), masks), batch, masks,
+            "path_mlp",
         )
-        x = ops.reshape(x, (batch, length, self.hidden_dim))
-        if return_attention_weights:
-            return x, weights
-        return x
+        return ops.reshape(x, (batch, length, self.hidden_dim)), weights
+
+    def call(self, inputs, training=None, return_attention_weights=False):
+        return self._call(
+            inputs, training, return_attention_weights, remat=self.remat
+        )
+
+    def rematerialized_call(self, layer_call, *args, **kwargs):
+        """The block's call under a `keras.RematScope`: recomputed as a unit.
+
+        Keras asks each layer created inside a RematScope for its call
+        wrapped in `keras.remat`. Keras' own wrapper would pass `training`
+        as a keyword argument, which TensorFlow's `recompute_grad` refuses
+        in a traced function, and would redraw the dropout masks when it
+        recomputes; so where Keras would recompute the block, the block
+        runs its own `remat` path instead.
+        """
+        if super().rematerialized_call(layer_call, *args, **kwargs) is layer_call:
+            return layer_call  # the scope does not select this block
+        return self._recomputed_call
+
+    def _recomputed_call(self, inputs, training=None, return_attention_weights=False):
+        return self._call(inputs, training, return_attention_weights, remat=True)
+
+    def _call(self, inputs, training, return_attention_weights, remat):
+        shape = ops.shape(inputs)
+        batch, length = shape[0], shape[1]
+        masks = self._draw_masks(batch, length, training)
+        if not (remat and training) or return_attention_weights:
+            x, weights = self._forward(
+                inputs, batch, length, masks, return_attention_weights
+            )
+            return (x, weights) if return_attention_weights else x
+        # Gradient checkpointing. The recomputed function takes the tokens as
+        # its one (positional) argument; the masks and the rest are fixed by
+        # the closure (TensorFlow's recompute_grad would try to differentiate
+        # boolean arguments).
+        def forward(tokens):
+            return self._forward(tokens, batch, length, masks, False)[0]
+
+        return keras.remat(forward)(inputs)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -230,6 +323,7 @@ class TransformerBlock(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "approximate_gelu": self.approximate_gelu,
                 "seed": self.seed,
+                "remat": self.remat,
             }
         )
         return config

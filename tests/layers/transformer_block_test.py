@@ -46,7 +46,7 @@ def test_standard_checks():
         TransformerBlock,
         dict(num_heads=4, mlp_dim=64, dropout=0.1, attention_dropout=0.1,
              drop_path_rate=0.2, layer_norm_epsilon=1e-5, approximate_gelu=False,
-             seed=3),
+             seed=3, remat=True),
         input_shape=(2, 17, 32),
         expected_output_shape=(2, 17, 32),
         expected_num_trainable_weights=12,
@@ -86,6 +86,27 @@ def test_drop_path_drops_whole_examples_at_the_given_rate():
     out = to_numpy(block(x, training=True))
     unchanged = np.all(out == x, axis=(1, 2)).mean()
     assert abs(unchanged - 0.25) < 0.03, unchanged
+
+
+def test_dropout_masks_keep_the_given_fraction():
+    # The block draws its masks itself (once per call, so that remat recomputes with the same
+    # ones): one per residual branch and example for stochastic depth, one per value for
+    # dropout and attention dropout.
+    block = TransformerBlock(2, 48, dropout=0.25, attention_dropout=0.5, drop_path_rate=0.1,
+                             seed=0)
+    block.build((None, 9, 16))
+    masks = {name: to_numpy(mask) for name, mask in block._draw_masks(2000, 9, True).items()}
+    shapes = {name: mask.shape for name, mask in masks.items()}
+    assert shapes == {
+        "path_attention": (2000, 1, 1), "path_mlp": (2000, 1, 1),
+        "attention_output": (18000, 16), "mlp_hidden": (18000, 48), "mlp_output": (18000, 16),
+        "attention": (2000, 2, 9, 9),
+    }
+    for name, keep in (("path_attention", 0.9), ("path_mlp", 0.9), ("attention_output", 0.75),
+                       ("mlp_hidden", 0.75), ("mlp_output", 0.75), ("attention", 0.5)):
+        assert abs(masks[name].mean() - keep) < 0.03, (name, masks[name].mean())
+    assert not np.array_equal(masks["path_attention"], masks["path_mlp"])
+    assert block._draw_masks(2000, 9, False) == {}
 
 
 def test_width_not_divisible_by_heads():
