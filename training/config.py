@@ -68,7 +68,11 @@ class Config:
             pre-trained position embeddings (the paper's recipe) or "reinitialize" them.
 
     Optimization:
-        global_batch_size: int. Examples per step over all replicas.
+        global_batch_size: int. Examples per optimizer step over all replicas.
+        accumulation_steps: int. Gradient accumulation: each replica's share of the global
+            batch is split into this many equal micro-batches whose gradients are summed
+            before the one update (`training/steps.py`); memory is that of one micro-batch,
+            the update that of the whole batch. 1: no accumulation.
         epochs: int. Passes over the training split; ignored when train_steps > 0.
         train_steps: int. Optimizer steps of the run; 0 derives them from epochs.
         optimizer: str. "adamw", "adam" or "sgd" (momentum 0.9).
@@ -132,6 +136,7 @@ class Config:
     init_position_embeddings: str = "interpolate"
 
     global_batch_size: int = 64
+    accumulation_steps: int = 1
     epochs: int = 300
     train_steps: int = 0
     optimizer: str = "adamw"
@@ -177,9 +182,10 @@ class Config:
         against the patch size) is checked where those are known, still before anything is
         written.
         """
-        for name in ("image_size", "global_batch_size", "shuffle_buffer", "keep_checkpoints",
-                     "log_every_steps"):
+        for name in ("image_size", "global_batch_size", "accumulation_steps", "shuffle_buffer",
+                     "keep_checkpoints", "log_every_steps"):
             check_int(name, getattr(self, name), minimum=1)
+        check_micro_batches(self.global_batch_size, self.accumulation_steps)
         for name in ("epochs", "train_steps", "warmup_steps", "checkpoint_every_steps",
                      "eval_every_epochs", "representation_size", "seed"):
             check_int(name, getattr(self, name), minimum=0)
@@ -230,6 +236,33 @@ class Config:
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def check_micro_batches(global_batch_size, accumulation_steps, num_replicas=1):
+    """Raises ValueError unless each replica's batch splits into `accumulation_steps` equal parts.
+
+    `Config.validate` checks the global batch (`num_replicas` 1); the run checks each
+    replica's share once the strategy is known, before anything is written.
+
+    Example:
+
+    >>> check_micro_batches(24, 8, num_replicas=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: the per-replica batch 12 (global_batch_size 24 over 2 replicas) is not divisible by accumulation_steps 8; use a global_batch_size that is a multiple of 16
+    """
+    per_replica = global_batch_size // num_replicas
+    if per_replica % accumulation_steps == 0:
+        return
+    multiple = num_replicas * accumulation_steps
+    if num_replicas == 1:
+        raise ValueError(
+            f"global_batch_size {global_batch_size} is not divisible by accumulation_steps "
+            f"{accumulation_steps}; use a multiple of {multiple}")
+    raise ValueError(
+        f"the per-replica batch {per_replica} (global_batch_size {global_batch_size} over "
+        f"{num_replicas} replicas) is not divisible by accumulation_steps {accumulation_steps}; "
+        f"use a global_batch_size that is a multiple of {multiple}")
 
 
 def parse_shots(text, name="shots"):

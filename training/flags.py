@@ -50,7 +50,11 @@ _TRAINING_FLAGS = (
     ("init_position_embeddings", "enum", "With --init_from at another resolution: "
      "'interpolate' the position embeddings (the paper) or 'reinitialize' them (ablation)."),
     # Optimization.
-    ("global_batch_size", "integer", "Examples per step, summed over all replicas."),
+    ("global_batch_size", "integer", "Examples per optimizer step, summed over all replicas."),
+    ("accumulation_steps", "integer", "Gradient accumulation: split each replica's share of "
+     "the global batch into this many micro-batches and sum their gradients into one update "
+     "(clipped after the sum): the update of --global_batch_size with the memory of one "
+     "micro-batch. 1: off."),
     ("epochs", "integer", "Passes over the training split; ignored when --train_steps > 0."),
     ("train_steps", "integer", "Optimizer steps of the run; 0: derived from --epochs."),
     ("optimizer", "enum", "'adamw', 'adam' or 'sgd' (momentum 0.9, the paper's fine-tuning)."),

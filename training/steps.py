@@ -5,6 +5,12 @@ per-replica sums (loss, correct predictions, examples; the gradient norm for tra
 over the replicas with `strategy.reduce`, so the loop never sees per-replica values. The step
 functions hold no Python state: the model, the optimizer and the data iterator are their
 inputs, and everything they change is a TensorFlow variable in the run's `TrainState`.
+
+With `accumulation_steps` N > 1 (gradient accumulation), each replica splits its share of the
+global batch into N equal micro-batches, sums their gradients in a while loop, and then takes
+the one-batch path: the replicas' sum, the global-norm clip and one optimizer update. The update
+is that of the whole global batch (up to float summation order), with one micro-batch's
+activations in memory; one call of `train` is still one optimizer step.
 """
 
 import collections
@@ -17,10 +23,11 @@ StepFunctions.__doc__ = """The compiled steps of a run.
 
 Attributes:
     train: `train(iterator, stop)` -> dict of float32 scalars: one optimizer step on the next
-        global batch; `loss_sum`, `correct`, `count` (summed over the batch), `grad_norm` (of
-        the true gradient of the mean loss, before clipping) and `stop_requests`: the sum over
-        every replica of the float32 scalar `stop` (1.0 where this process was asked to stop,
-        else 0.0), so that every worker of a cluster learns of a stop request at the same step
+        global batch (all its micro-batches with gradient accumulation); `loss_sum`, `correct`,
+        `count` (summed over the batch), `grad_norm` (of the true gradient of the mean loss
+        over the whole batch, before clipping) and `stop_requests`: the sum over every replica
+        of the float32 scalar `stop` (1.0 where this process was asked to stop, else 0.0), so
+        that every worker of a cluster learns of a stop request at the same step
         (`training/preemption.py`).
     evaluate: `evaluate(batch)` -> dict with `loss_sum`, `correct` and `count`.
     all_finite: `all_finite()` -> bool tensor: every trainable weight is finite.
@@ -31,8 +38,8 @@ def create_step_functions(config, state, strategy):
     """Returns the `StepFunctions` of `state` under `strategy`, as `config` says.
 
     Args:
-        config: `training.config.Config`: the global batch size, label smoothing, gradient
-            clipping and `jit_compile` are read from it.
+        config: `training.config.Config`: the global batch size, the accumulation steps,
+            label smoothing, gradient clipping and `jit_compile` are read from it.
         state: `training.state.TrainState`.
         strategy: `tf.distribute.Strategy` the state was created under.
     """
@@ -41,19 +48,58 @@ def create_step_functions(config, state, strategy):
     global_batch_size = config.global_batch_size
     clip_norm = config.grad_clip_norm
     loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    accumulation_steps = config.accumulation_steps
 
-    def replica_train_step(images, labels, stop):
+    def batch_gradients(images, labels, **gradient_kwargs):
+        """This batch's gradients of its share of the mean loss (loss-scaled), and its sums."""
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             per_example = keras.losses.categorical_crossentropy(
                 labels, logits, from_logits=True, label_smoothing=config.label_smoothing
             )
-            # Divided by the global batch, not the replica's: the sum over replicas of the
-            # gradients is then the gradient of the mean loss over the global batch.
+            # Divided by the global batch, not the replica's (or the micro-batch's): the sum
+            # over replicas and micro-batches of the gradients is then the gradient of the mean
+            # loss over the global batch.
             loss = tf.reduce_sum(per_example) / global_batch_size
             scaled_loss = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled_loss, model.trainable_variables, **gradient_kwargs)
+        return grads, batch_sums(per_example, logits, labels)
+
+    def accumulated_gradients(images, labels):
+        """`batch_gradients` of the replica's batch, summed over its micro-batches.
+
+        The micro-batches run one after another in a while loop (parallel_iterations=1), so
+        that only one micro-batch's activations are alive at a time; the sums are float32
+        tensors, not variables, so one step is still exactly one update and a checkpoint
+        never holds a partial sum.
+        """
+        micro_images = tf.reshape(images, [accumulation_steps, -1, *images.shape[1:]])
+        micro_labels = tf.reshape(labels, [accumulation_steps, -1, *labels.shape[1:]])
         variables = model.trainable_variables
-        grads = tape.gradient(scaled_loss, variables)
+
+        def body(i, grads, sums):
+            micro_grads, micro_sums = batch_gradients(
+                micro_images[i], micro_labels[i],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            grads = [total + tf.cast(tf.convert_to_tensor(grad), tf.float32)
+                     for total, grad in zip(grads, micro_grads)]
+            return i + 1, grads, {key: sums[key] + micro_sums[key] for key in sums}
+
+        zeros = [tf.zeros(variable.shape, tf.float32) for variable in variables]
+        no_sums = {key: tf.constant(0.0) for key in ("loss_sum", "correct", "count")}
+        _, grads, sums = tf.while_loop(
+            lambda i, *_: i < accumulation_steps, body, (tf.constant(0), zeros, no_sums),
+            parallel_iterations=1)
+        grads = [tf.cast(grad, tf.as_dtype(variable.dtype))
+                 for grad, variable in zip(grads, variables)]
+        return grads, sums
+
+    def replica_train_step(images, labels, stop):
+        if accumulation_steps == 1:
+            grads, sums = batch_gradients(images, labels)
+        else:
+            grads, sums = accumulated_gradients(images, labels)
+        variables = model.trainable_variables
         # The paper clips the global norm of the whole batch's gradient. Keras' optimizers clip
         # before they sum the replicas' gradients, i.e. each replica's share, so the sum and the
         # clip happen here, and the optimizer gets each replica's 1/replicas of the clipped sum
@@ -68,7 +114,7 @@ def create_step_functions(config, state, strategy):
         if replicas > 1:
             grads = [grad / replicas for grad in grads]
         optimizer.apply_gradients(zip(grads, variables))
-        return batch_sums(per_example, logits, labels) | {
+        return sums | {
             "grad_norm": grad_norm / scale / replicas,
             # Rides on the step's reductions: no collective operation of its own. An op per
             # replica (identity): MirroredStrategy cannot reduce the one input tensor itself.

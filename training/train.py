@@ -46,6 +46,7 @@ from absl import app, logging  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
 from training import checkpointing, distribute, fewshot, input_pipeline, loop  # noqa: E402
+from training import config as config_lib  # noqa: E402
 from training import flags as training_flags  # noqa: E402
 from training import outputs as outputs_lib  # noqa: E402
 from training import preemption  # noqa: E402
@@ -209,9 +210,9 @@ def _resume_step(workdir):
 class RunData:
     """The data of a run: its `DatasetInfo`, and its distributed datasets, each built once.
 
-    Creating it checks the dataset (and the batch against the replicas) without building a
-    pipeline; `eval` is built on first use and then iterated once per evaluation; `train(start)`
-    builds the training pipeline for a run resuming at step `start`.
+    Creating it checks the dataset (and the batch against the replicas and the micro-batches)
+    without building a pipeline; `eval` is built on first use and then iterated once per
+    evaluation; `train(start)` builds the training pipeline for a run resuming at step `start`.
     """
 
     def __init__(self, config, strategy, *, pretrained=None):
@@ -239,9 +240,12 @@ class RunData:
         self.info = input_pipeline.dataset_info(
             config.dataset, train_split=config.train_split, eval_split=config.eval_split,
             **common)
-        # The batch against the replicas, now rather than when the pipelines are built.
+        # The batch against the replicas and the micro-batches, now rather than when the
+        # pipelines are built.
         input_pipeline.check_global_batch_size(
             config.global_batch_size, strategy.num_replicas_in_sync)
+        config_lib.check_micro_batches(config.global_batch_size, config.accumulation_steps,
+                                       strategy.num_replicas_in_sync)
         self._eval = None
 
     def train(self, start):
@@ -305,9 +309,13 @@ def _log_run(config, info, length, model, strategy, start, task, is_chief):
         "Model %s (%s, %d parameters); strategy %s: %d replica(s), this task %s%s",
         config.variant, model.name, model.count_params(), config.strategy, replicas,
         task, " (chief)" if is_chief else "")
+    per_replica = config.global_batch_size // replicas
+    accumulation = (f", {config.accumulation_steps} micro-batches of "
+                    f"{per_replica // config.accumulation_steps} per update"
+                    if config.accumulation_steps > 1 else "")
     logging.info(
-        "Global batch %d (%d per replica); %d steps/epoch; %d steps = %.2f epochs; "
-        "resuming at step %d", config.global_batch_size, config.global_batch_size // replicas,
+        "Global batch %d (%d per replica%s); %d steps/epoch; %d steps = %.2f epochs; "
+        "resuming at step %d", config.global_batch_size, per_replica, accumulation,
         length.steps_per_epoch, length.total_steps, length.total_steps / length.steps_per_epoch,
         start)
 

@@ -100,7 +100,7 @@ def test_is_chief_follows_the_tf_config_convention(cluster, task_type, task_id, 
 
 _MIRRORED_DRIVER = textwrap.dedent(
     """
-    import json, sys
+    import dataclasses, json, sys
     import tensorflow as tf
     # Two logical CPUs: must happen before TensorFlow initializes its devices.
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -120,16 +120,25 @@ _MIRRORED_DRIVER = textwrap.dedent(
                     train_steps=8, warmup_steps=2, grad_clip_norm=0.05, learning_rate=0.01,
                     mixup=0.0,
                     progress=False, export=False, checkpoint_every_steps=4)
+    # And with gradient accumulation: each replica's 8 examples in 4 micro-batches of 2.
+    accumulated = dataclasses.replace(config, accumulation_steps=4)
     results = {}
-    for name, strategy in (("mirrored", mirrored), ("default", distribute.get_strategy("default"))):
-        model, metrics = train.train_and_evaluate(config, f"{workdir}/{name}", strategy=strategy)
+    for name, strategy, run_config in (
+            ("mirrored", mirrored, config),
+            ("accumulated", mirrored, accumulated),
+            ("default", distribute.get_strategy("default"), config)):
+        model, metrics = train.train_and_evaluate(run_config, f"{workdir}/{name}",
+                                                  strategy=strategy)
         np.savez(f"{workdir}/{name}.npz", *[np.asarray(w) for w in model.weights])
         results[name] = metrics
-    try:
-        train.train_and_evaluate(Config(data_dir=data_dir, global_batch_size=15),
-                                 f"{workdir}/odd", strategy=mirrored)
-    except ValueError as exc:
-        results["odd_batch_error"] = str(exc)
+    for name, odd in (("odd", Config(data_dir=data_dir, global_batch_size=15)),
+                      # 24 is a multiple of 8, but each replica's 12 is not.
+                      ("odd_micro", Config(data_dir=data_dir, global_batch_size=24,
+                                           accumulation_steps=8))):
+        try:
+            train.train_and_evaluate(odd, f"{workdir}/{name}", strategy=mirrored)
+        except ValueError as exc:
+            results[f"{name}_batch_error"] = str(exc)
     json.dump(results, open(f"{workdir}/results.json", "w"))
     """
 )
@@ -146,23 +155,32 @@ def test_mirrored_over_two_cpus_matches_a_single_replica(
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    mirrored, default = results["mirrored"], results["default"]
-    assert mirrored["num_replicas"] == 2 and default["num_replicas"] == 1
-    assert mirrored["global_step"] == default["global_step"] == 8
-    assert mirrored["eval_examples"] == default["eval_examples"] == 359
+    default = results["default"]
+    assert default["num_replicas"] == 1
     # The same global batches (one input pipeline, per-example augmentation seeds), summed
-    # gradients, one clip: the same training, up to float summation order (measured: 2e-7).
-    # Clipping each replica's share instead, as Keras' optimizers do, is off by 4e-4 in the
-    # eval loss, and fails here.
-    with np.load(tmp_path / "mirrored.npz") as a, np.load(tmp_path / "default.npz") as b:
-        assert len(a.files) == len(b.files) > 0
-        for key in a.files:
-            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=2e-6, err_msg=key)
-    np.testing.assert_allclose(mirrored["eval_loss"], default["eval_loss"], rtol=1e-5)
-    np.testing.assert_allclose(mirrored["eval_accuracy"], default["eval_accuracy"], atol=1e-9)
+    # gradients, one clip: the same training, up to float summation order (measured: 2e-7,
+    # with or without 4 micro-batches per replica). Clipping each replica's share instead, as
+    # Keras' optimizers do, is off by 4e-4 in the eval loss, and fails here; so does clipping
+    # each micro-batch's gradient (1e-2 on the weights).
+    for name in ("mirrored", "accumulated"):
+        mirrored = results[name]
+        assert mirrored["num_replicas"] == 2
+        assert mirrored["global_step"] == default["global_step"] == 8
+        assert mirrored["eval_examples"] == default["eval_examples"] == 359
+        with np.load(tmp_path / f"{name}.npz") as a, np.load(tmp_path / "default.npz") as b:
+            assert len(a.files) == len(b.files) > 0
+            for key in a.files:
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=2e-6,
+                                           err_msg=f"{name} {key}")
+        np.testing.assert_allclose(mirrored["eval_loss"], default["eval_loss"], rtol=1e-5)
+        np.testing.assert_allclose(mirrored["eval_accuracy"], default["eval_accuracy"],
+                                   atol=1e-9)
     assert "global_batch_size 15 is not divisible by the number of replicas 2" in (
         results["odd_batch_error"])
-    assert not (tmp_path / "odd").exists()
+    assert results["odd_micro_batch_error"] == (
+        "the per-replica batch 12 (global_batch_size 24 over 2 replicas) is not divisible by "
+        "accumulation_steps 8; use a global_batch_size that is a multiple of 16")
+    assert not (tmp_path / "odd").exists() and not (tmp_path / "odd_micro").exists()
 
 
 def _free_ports(count):
