@@ -189,24 +189,12 @@ def ViT(
 
     num_prefix_tokens = 1 if pooling == "token" else 0
 
-    # The blocks are created in the caller's scope, so that a keras.RematScope around ViT(...)
-    # selects them; they are recomputed as units (`TransformerBlock.rematerialized_call`). The
-    # other layers and the model itself are created outside any RematScope: their activations
-    # are a small part of the total, and Keras' recomputation of a whole Functional model, or
-    # of a layer called with keyword arguments, fails on TensorFlow.
-    blocks = [
-        TransformerBlock(
-            spec.num_heads,
-            spec.mlp_dim,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            drop_path_rate=drop_path_rate * i / max(spec.depth - 1, 1),
-            approximate_gelu=approximate_gelu,
-            remat=remat,
-            name=f"encoder_block_{i}",
-        )
-        for i in range(spec.depth)
-    ]
+    # Under a keras.RematScope around ViT(...), the Transformer blocks are created in the
+    # caller's scope, so that it selects them; they are recomputed as units
+    # (`TransformerBlock.rematerialized_call`). The other layers and the model itself are
+    # created outside any RematScope: their activations are a small part of the total, and
+    # Keras' recomputation of a whole Functional model, or of a layer called with keyword
+    # arguments, fails on TensorFlow.
     with keras.RematScope(mode=None):
         if dynamic_image_size:
             images = keras.Input(shape=(None, None, num_channels), name="images")
@@ -233,8 +221,18 @@ def ViT(
                 grid, num_prefix_tokens=num_prefix_tokens, name="position_embedding"
             )(x)
         x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-        for block in blocks:
-            x = block(x)
+    for i in range(spec.depth):
+        x = TransformerBlock(
+            spec.num_heads,
+            spec.mlp_dim,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            drop_path_rate=drop_path_rate * i / max(spec.depth - 1, 1),
+            approximate_gelu=approximate_gelu,
+            remat=remat,
+            name=f"encoder_block_{i}",
+        )(x)
+    with keras.RematScope(mode=None):
         x = keras.layers.LayerNormalization(epsilon=1e-6, name="encoder_norm")(x)
         x = TokenPooling(pooling, num_prefix_tokens=num_prefix_tokens, name="pooling")(x)
         if include_top:
@@ -245,18 +243,20 @@ def ViT(
             # Zero-initialized (the paper's fine-tuning head); float32 logits
             # under mixed precision.
             x = model_layers.head_layer(num_classes)(x)
-        if name is None:
-            name = f"vit_{spec.size.lower()}{spec.patch_size}"
-            if spec.is_hybrid:
-                # e.g. "vit_r50_b16": Keras names allow no "+" or "/".
-                name = "vit_" + "_".join(
-                    "".join(c for c in part if c.isalnum())
-                    for part in spec.name.lower().replace("/", "").split("+")
-                )
-        model = keras.Model(images, x, name=name)
+        model = keras.Model(images, x, name=_default_name(spec) if name is None else name)
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def _default_name(spec):
+    """e.g. "vit_b16", or "vit_r50_b16" for a hybrid (Keras names allow no "+" or "/")."""
+    if not spec.is_hybrid:
+        return f"vit_{spec.size.lower()}{spec.patch_size}"
+    return "vit_" + "_".join(
+        "".join(c for c in part if c.isalnum())
+        for part in spec.name.lower().replace("/", "").split("+")
+    )
 
 
 def _resolve_weights(weights):

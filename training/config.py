@@ -66,6 +66,9 @@ class Config:
             architecture. See `FINETUNE_DEFAULTS` and `Config.for_finetuning`.
         init_position_embeddings: str. With init_from at another resolution: "interpolate" the
             pre-trained position embeddings (the paper's recipe) or "reinitialize" them.
+        remat: bool. Gradient checkpointing: each Transformer block recomputes its
+            activations in the backward pass (`keras_vit.ViT(remat=True)`), also for a model
+            from init_from. Less memory per step for about one more forward pass.
 
     Optimization:
         global_batch_size: int. Examples per optimizer step over all replicas.
@@ -134,6 +137,7 @@ class Config:
     drop_path_rate: float = 0.0
     init_from: str = None
     init_position_embeddings: str = "interpolate"
+    remat: bool = False
 
     global_batch_size: int = 64
     accumulation_steps: int = 1

@@ -49,6 +49,9 @@ _TRAINING_FLAGS = (
      "100 warmup steps, clip 1, no MixUp, 10 epochs). Unset: random initialization."),
     ("init_position_embeddings", "enum", "With --init_from at another resolution: "
      "'interpolate' the position embeddings (the paper) or 'reinitialize' them (ablation)."),
+    ("remat", "bool", "Gradient checkpointing: recompute each Transformer block's activations "
+     "in the backward pass (also for --init_from): much less memory per step for about one "
+     "more forward pass (see README, Resolution and memory)."),
     # Optimization.
     ("global_batch_size", "integer", "Examples per optimizer step, summed over all replicas."),
     ("accumulation_steps", "integer", "Gradient accumulation: split each replica's share of "

@@ -111,6 +111,8 @@ def create_model(config, info, pretrained=None):
             )
         except ValueError as error:
             raise ValueError(f"Cannot fine-tune {config.init_from!r}: {error}") from None
+        for block in model_layers.transformer_blocks(model):
+            block.remat = config.remat  # read at each call: the run's setting, not the file's
         logging.info(
             "Fine-tuning %s (%s, input %s -> %s): %s", config.init_from, pretrained.name,
             pretrained.input_shape[1:3], model.input_shape[1:3],
@@ -130,6 +132,7 @@ def create_model(config, info, pretrained=None):
         dropout=config.dropout,
         attention_dropout=config.attention_dropout,
         drop_path_rate=config.drop_path_rate,
+        remat=config.remat,
         weights=config.init_from,
         num_channels=info.channels,
     )

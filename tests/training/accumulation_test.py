@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_vit import model_layers
+
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="the training binary needs the TensorFlow backend (tf.distribute, tf.function)",
@@ -172,15 +174,18 @@ def test_steps_and_checkpoints_count_updates_and_resume_across_settings(
     from training import train
 
     workdir = str(tmp_path / "run")
-    # Dropout and stochastic depth draw their masks inside the micro-batch loop.
+    # Dropout and stochastic depth draw their masks inside the micro-batch loop, and with
+    # --remat (the other memory saver) before each recomputed block.
     config = tiny_config(tfds_data_dir, accumulation_steps=2, train_steps=2, warmup_steps=1,
-                         checkpoint_every_steps=2, mixup=0.0, dropout=0.1, drop_path_rate=0.1)
-    _, metrics = train.train_and_evaluate(config, workdir)
+                         checkpoint_every_steps=2, mixup=0.0, dropout=0.1, drop_path_rate=0.1,
+                         remat=True)
+    model, metrics = train.train_and_evaluate(config, workdir)
     assert metrics["global_step"] == 2
+    assert [block.remat for block in model_layers.transformer_blocks(model)] == [True]
     # A checkpoint holds the optimizer after 2 updates (not 4 micro-batches) and no partial
     # sum: the run resumes from it without accumulation.
     _, metrics = train.train_and_evaluate(
-        dataclasses.replace(config, accumulation_steps=1, train_steps=4), workdir)
+        dataclasses.replace(config, accumulation_steps=1, train_steps=4, remat=False), workdir)
     assert (metrics["resumed_from_step"], metrics["global_step"]) == (2, 4)
     for step in (2, 4):
         reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints", f"ckpt-{step}"))

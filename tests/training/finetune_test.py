@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vit import finetune
+from keras_vit import finetune, model_layers
 from training import config as config_lib
 from training import flags as training_flags
 from training import train
@@ -106,8 +106,10 @@ def test_fine_tune_to_other_classes_attaches_a_zero_head(pretrained, tfds_data_d
     three.save(three_path)
     config = tiny_config(tfds_data_dir, **{**config_lib.FINETUNE_DEFAULTS,
                                            "init_from": three_path, "train_steps": 1, "warmup_steps": 0,
-                                           "learning_rate": 1e-9})
+                                           "learning_rate": 1e-9, "remat": True})
     model, _ = train.train_and_evaluate(config, str(tmp_path / "run"))
+    # --remat applies to a model from --init_from too (saved without it).
+    assert [block.remat for block in model_layers.transformer_blocks(model)] == [True]
     assert "pre_logits" not in [l.name for l in model.layers]
     head = model.get_layer("head")
     assert head.kernel.shape == (32, 10)
