@@ -13,6 +13,12 @@ from keras import ops
 
 from keras_vit import interpolation as interp
 from keras_vit import model_layers
+from keras_vit.lora import (  # noqa: F401  (LoRA fine-tuning: public here)
+    enable_lora,
+    load_lora_weights,
+    merge_lora,
+    save_lora_weights,
+)
 from keras_vit.layers.position_embedding import (  # noqa: F401  (grid_of_length: public here)
     PositionEmbedding,
     grid_of_length,

@@ -17,6 +17,7 @@ from keras_vit import (
     finetune,
     interpolation,
     labels,
+    lora,
     model_layers,
     presets,
     preprocessing,
@@ -49,6 +50,8 @@ MODULES += [labels]  # ImageNet class names, decode_predictions
 MODULES += [presets]  # the released checkpoints by name
 
 MODULES += [downloads, preprocessing, validation]  # weights by URL, raw images in, checks
+
+MODULES += [lora]  # LoRA fine-tuning
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

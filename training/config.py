@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 
+from keras_vit import lora
 from keras_vit.layers.pooling import POOLINGS  # noqa: F401  (the model's own list; flags use it)
 from keras_vit.validation import check_choice, check_int, check_number
 from training import distribute, optim
@@ -66,6 +67,12 @@ class Config:
             architecture. See `FINETUNE_DEFAULTS` and `Config.for_finetuning`.
         init_position_embeddings: str. With init_from at another resolution: "interpolate" the
             pre-trained position embeddings (the paper's recipe) or "reinitialize" them.
+        lora_rank: int. With init_from: fine-tune low-rank adapters of this rank on the blocks'
+            projections and the head, everything else frozen (`keras_vit.finetune.enable_lora`);
+            0 fine-tunes every weight (the paper's recipe).
+        lora_targets: str. Comma-separated roles or groups the adapters go on ("qkv",
+            "attention_output", "mlp_in", "mlp_out", "attention", "mlp", "all").
+        lora_train_norms: bool. With lora_rank: also train the LayerNorms.
         remat: bool. Gradient checkpointing: each Transformer block recomputes its
             activations in the backward pass (`keras_vit.ViT(remat=True)`), also for a model
             from init_from. Less memory per step for about one more forward pass.
@@ -137,6 +144,9 @@ class Config:
     drop_path_rate: float = 0.0
     init_from: str = None
     init_position_embeddings: str = "interpolate"
+    lora_rank: int = 0
+    lora_targets: str = "all"
+    lora_train_norms: bool = False
     remat: bool = False
 
     global_batch_size: int = 64
@@ -190,7 +200,7 @@ class Config:
                      "keep_checkpoints", "log_every_steps"):
             check_int(name, getattr(self, name), minimum=1)
         check_micro_batches(self.global_batch_size, self.accumulation_steps)
-        for name in ("epochs", "train_steps", "warmup_steps", "checkpoint_every_steps",
+        for name in ("epochs", "train_steps", "warmup_steps", "checkpoint_every_steps", "lora_rank",
                      "eval_every_epochs", "representation_size", "seed"):
             check_int(name, getattr(self, name), minimum=0)
         if self.epochs == 0 and self.train_steps == 0:
@@ -219,6 +229,11 @@ class Config:
                                  f"file, received {self.init_from!r}")
             if not os.path.isfile(self.init_from):
                 raise ValueError(f"init_from file {self.init_from!r} does not exist")
+        if self.lora_rank:
+            if self.init_from is None:
+                raise ValueError(f"lora_rank={self.lora_rank} needs init_from: LoRA adapts a "
+                                 f"pre-trained model, and a random one has nothing to adapt")
+            lora.expand_targets(self.lora_targets)
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ValueError(f"dataset must be a TFDS name, received {self.dataset!r}")
         check_int("fewshot_every_steps", self.fewshot_every_steps, minimum=0)

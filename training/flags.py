@@ -49,6 +49,13 @@ _TRAINING_FLAGS = (
      "100 warmup steps, clip 1, no MixUp, 10 epochs). Unset: random initialization."),
     ("init_position_embeddings", "enum", "With --init_from at another resolution: "
      "'interpolate' the position embeddings (the paper) or 'reinitialize' them (ablation)."),
+    ("lora_rank", "integer", "With --init_from: LoRA fine-tuning, low-rank adapters of this "
+     "rank on the blocks' projections, the new head trained, every other weight frozen "
+     "(keras_vit.finetune.enable_lora; WORKDIR/lora_weights.npz holds what was trained, "
+     "model.keras the merged model). 0: fine-tune every weight."),
+    ("lora_targets", "string", "With --lora_rank: comma-separated projections that get "
+     "adapters: qkv, attention_output, mlp_in, mlp_out, or the groups attention, mlp, all."),
+    ("lora_train_norms", "bool", "With --lora_rank: also train the LayerNorms."),
     ("remat", "bool", "Gradient checkpointing: recompute each Transformer block's activations "
      "in the backward pass (also for --init_from): much less memory per step for about one "
      "more forward pass (see README, Resolution and memory)."),

@@ -4,6 +4,7 @@
     logs/train, logs/eval  TensorBoard scalars, as the run goes (`scalars`)
     checkpoints/           the training state, as the run goes (`save_checkpoint`)
     model.keras            the trained model          } at the end, in this order
+    lora_weights.npz       with --lora_rank           } (LoRA merged into model.keras)
     saved_model/           with --export              } (`write_final`); metrics.json last, so
     metrics.json           the results                } its presence means the run completed
 
@@ -18,8 +19,12 @@ import time
 
 import tensorflow as tf
 
+from keras_vit import lora
 from keras_vit.files import atomic_write
 from training import checkpointing, export
+
+# With --lora_rank: what LoRA trained (`keras_vit.finetune.save_lora_weights`).
+LORA_WEIGHTS = "lora_weights.npz"
 
 
 class RunOutputs:
@@ -84,7 +89,11 @@ class RunOutputs:
             return
         model_path = os.path.join(self.workdir, "model.keras")
         with atomic_write(model_path) as temporary:
+            # A LoRA model is saved merged: Keras adds each adapter to its kernel when it
+            # saves a Dense layer, and the file's blocks have plain Dense layers.
             model.save(temporary)
+        if lora.lora_layers(model):
+            lora.save_lora_weights(model, os.path.join(self.workdir, LORA_WEIGHTS))
         if self.config.export:
             # From the saved file, outside the strategy: the export is what
             # `python -m training.export` makes of model.keras.

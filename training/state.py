@@ -12,7 +12,7 @@ import tensorflow as tf
 from absl import logging
 
 import keras_vit
-from keras_vit import finetune, model_layers
+from keras_vit import finetune, lora, model_layers
 from training import checkpointing, model_loading, optim
 
 
@@ -113,6 +113,7 @@ def create_model(config, info, pretrained=None):
             raise ValueError(f"Cannot fine-tune {config.init_from!r}: {error}") from None
         for block in model_layers.transformer_blocks(model):
             block.remat = config.remat  # read at each call: the run's setting, not the file's
+        _enable_lora(config, model)
         logging.info(
             "Fine-tuning %s (%s, input %s -> %s): %s", config.init_from, pretrained.name,
             pretrained.input_shape[1:3], model.input_shape[1:3],
@@ -123,7 +124,7 @@ def create_model(config, info, pretrained=None):
         raise ValueError(
             f"init_position_embeddings={config.init_position_embeddings!r} needs init_from "
             f"to be a '.keras' model, received init_from={config.init_from!r}")
-    return keras_vit.ViT(
+    model = keras_vit.ViT(
         config.variant,
         image_size=config.image_size,
         num_classes=info.num_classes,
@@ -136,6 +137,19 @@ def create_model(config, info, pretrained=None):
         weights=config.init_from,
         num_channels=info.channels,
     )
+    _enable_lora(config, model)
+    return model
+
+
+def _enable_lora(config, model):
+    # Before the optimizer is built: it takes the trainable variables LoRA leaves.
+    if not config.lora_rank:
+        return
+    finetune.enable_lora(model, config.lora_rank, targets=config.lora_targets,
+                         train_norms=config.lora_train_norms)
+    trainable, total = lora.count_parameters(model)
+    logging.info("LoRA rank %d on %s: %d of %d weights trainable (%.2f%%)", config.lora_rank,
+                 config.lora_targets, trainable, total, 100 * trainable / total)
 
 
 def restore(state, workdir):

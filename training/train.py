@@ -45,6 +45,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, logging  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
+from keras_vit import lora  # noqa: E402
 from training import checkpointing, distribute, fewshot, input_pipeline, loop  # noqa: E402
 from training import config as config_lib  # noqa: E402
 from training import flags as training_flags  # noqa: E402
@@ -342,6 +343,7 @@ def _metrics(config, info, length, model, strategy, start, progress, evaluation,
         "image_shape": list(info.image_shape),
         "variant": config.variant,
         "num_parameters": int(model.count_params()),
+        "num_trainable_parameters": lora.count_parameters(model)[0],
         "train_seconds": progress.train_seconds,
         "wall_seconds": time.time() - wall_start,
     }

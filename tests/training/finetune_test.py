@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vit import finetune, model_layers
+from keras_vit import finetune, lora, model_layers
 from training import config as config_lib
 from training import flags as training_flags
 from training import train
@@ -140,6 +140,84 @@ def test_grayscale_data_is_given_to_an_rgb_model_as_rgb(tfds_data_dir, tmp_path,
     model, metrics = train.train_and_evaluate(config, str(tmp_path / "run"))
     assert model.input_shape == (None, 8, 8, 3)
     assert metrics["global_step"] == 2
+
+
+def test_lora_flags_and_errors(tmp_path):
+    path = tmp_path / "m.keras"
+    path.write_bytes(b"")
+    training_flags.define_training_flags()
+    flags = training_flags.FLAGS
+    try:
+        flags(["train", f"--workdir={tmp_path}", f"--init_from={path}", "--lora_rank=8",
+               "--lora_targets=attention,mlp_in", "--lora_train_norms"])
+        config = training_flags.config_from_flags()
+    finally:
+        flags.unparse_flags()
+    assert (config.lora_rank, config.lora_targets, config.lora_train_norms) == (
+        8, "attention,mlp_in", True)
+    assert config.optimizer == "sgd"  # the fine-tuning recipe, LoRA or not
+    with pytest.raises(ValueError, match=r"lora_rank=4 needs init_from: LoRA adapts a "
+                                         r"pre-trained model"):
+        config_lib.Config(lora_rank=4).validate()
+    with pytest.raises(ValueError, match=r"Unknown LoRA target 'q'"):
+        config_lib.Config(init_from=str(path), lora_rank=4, lora_targets="q").validate()
+    with pytest.raises(ValueError, match=r"lora_rank must be an integer >= 0, received -1"):
+        config_lib.Config(init_from=str(path), lora_rank=-1).validate()
+
+
+def test_lora_fine_tuning_trains_adapters_and_head_saves_them_and_resumes(
+        pretrained, tfds_data_dir, tmp_path, tiny_config):
+    import tensorflow as tf
+
+    path, source, _ = pretrained
+    workdir = str(tmp_path / "lora")
+    config = tiny_config(tfds_data_dir, **{
+        **config_lib.FINETUNE_DEFAULTS, "init_from": path, "lora_rank": 2,
+        "lora_targets": "attention,mlp_in", "train_steps": 2, "warmup_steps": 0,
+        "checkpoint_every_steps": 2, "learning_rate": 0.1, "export": True})
+    model, metrics = train.train_and_evaluate(config, workdir)
+    # mu/4 (1 block, width 32, MLP 128), rank 2: qkv 2 (32 + 96) + attention_output
+    # 2 (32 + 32) + mlp_in 2 (32 + 128) = 704 adapter weights; the kept head (digits again)
+    # 16 x 10 + 10 behind the frozen 16-wide pre-logits.
+    assert metrics["num_trainable_parameters"] == 704 + 170
+    assert metrics["num_parameters"] == source.count_params() + 704
+    # Frozen weights are the pre-trained ones, bit for bit; the adapters and the head moved.
+    start = {v.path: np.array(v) for v in finetune.adapt(source, image_size=8).weights}
+    moved = []
+    for variable in model.weights:
+        if variable.trainable:
+            moved.append(np.abs(np.array(variable) - start.get(variable.path, 0)).max() > 1e-6)
+        else:
+            np.testing.assert_array_equal(np.array(variable), start[variable.path],
+                                          err_msg=variable.path)
+    assert sum(moved) >= 5  # the three B's and the head's kernel and bias (A may move too)
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 1)).astype("float32")
+    want = np.array(model(images, training=False))
+    # model.keras is the merged model; lora_weights.npz restores the run on the source.
+    saved = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+    assert lora.lora_layers(saved) == []
+    np.testing.assert_allclose(np.array(saved(images)), want, rtol=1e-5, atol=1e-5)
+    restored = finetune.load_lora_weights(finetune.adapt(source, image_size=8),
+                                          os.path.join(workdir, "lora_weights.npz"))
+    np.testing.assert_allclose(np.array(restored(images)), want, rtol=1e-6, atol=1e-6)
+    serving = tf.saved_model.load(os.path.join(workdir, "saved_model"))
+    assert serving.signatures["serving_default"] is not None
+    # The checkpoint holds the adapters (under the optimizer's references to its variables),
+    # and a rerun restores them: fresh ones would have B = 0, and A = B = 0 would stop LoRA
+    # learning (both gradients 0).
+    reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints", "ckpt-2"))
+    tensors = [reader.get_tensor(key) for key in reader.get_variable_to_shape_map()]
+    layers = lora.lora_layers(model)
+    assert len(layers) == 3
+    for layer in layers:
+        for variable in (layer.lora_kernel_a, layer.lora_kernel_b):
+            assert any(np.array_equal(np.array(variable), t) for t in tensors), variable.path
+    resumed, metrics = train.train_and_evaluate(config, workdir)
+    assert (metrics["resumed_from_step"], metrics["global_step"]) == (2, 2)
+    for got, want in zip(lora.lora_layers(resumed), layers):
+        np.testing.assert_array_equal(np.array(got.lora_kernel_b), np.array(want.lora_kernel_b))
+        np.testing.assert_array_equal(np.array(got.lora_kernel_a), np.array(want.lora_kernel_a))
+    assert np.abs(np.array(layers[0].lora_kernel_b)).max() > 1e-4
 
 
 @pytest.mark.slow
