@@ -28,6 +28,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
+from procmem import reset_peak, rss_kib  # noqa: E402  (benchmarks/, the script's directory)
 
 _VARIANT = flags.DEFINE_string("variant", "B/16", "Model variant.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per step.")
@@ -39,20 +40,6 @@ _OPTIMIZER = flags.DEFINE_enum("optimizer", "adamw", ["adamw", "sgd"],
                                 "temporaries of the weights' size); sgd (no momentum): almost "
                                 "none, so the step memory is activations and gradients.")
 _CHILD = flags.DEFINE_enum("child", None, ["off", "on"], "Internal: measure in this process.")
-
-
-def _status_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak():
-    # Writing 5 to clear_refs resets the peak resident set size (VmHWM) to the current one.
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
 
 
 def _measure(remat):
@@ -74,18 +61,18 @@ def _measure(remat):
     images = rng.uniform(-1, 1, (_BATCH.value, _IMAGE.value, _IMAGE.value, 3)).astype("float32")
     labels = rng.integers(0, 1000, _BATCH.value)
     gc.collect()
-    state = _status_kib("VmRSS")
-    _reset_peak()
+    state = rss_kib("VmRSS")
+    reset_peak()
     times, peak_later = [], 0
     for step in range(_STEPS.value):
         start = time.perf_counter()
         model.train_on_batch(images, labels)
         times.append(time.perf_counter() - start)
         if step == 0:
-            peak_first = _status_kib("VmHWM")
-            _reset_peak()
+            peak_first = rss_kib("VmHWM")
+            reset_peak()
         else:
-            peak_later = max(peak_later, _status_kib("VmHWM"))
+            peak_later = max(peak_later, rss_kib("VmHWM"))
     return {
         "gradient_mib": sum(np.prod(v.shape) * 4 for v in model.trainable_variables) / 2**20,
         "state_mib": state / 1024,
