@@ -7,6 +7,7 @@ import importlib
 
 from keras_vit import (
     checkpoints,
+    distribution,
     downloads,
     explain,
     fewshot,
@@ -27,6 +28,7 @@ __all__ = [
     "ViT",
     "checkpoints",
     "decode_predictions",
+    "distribution",
     "downloads",
     "explain",
     "fewshot",

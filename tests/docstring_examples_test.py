@@ -10,6 +10,7 @@ import pytest
 import keras_vit
 from keras_vit import (
     checkpoints,
+    distribution,
     downloads,
     explain,
     fewshot,
@@ -49,6 +50,8 @@ MODULES += [labels]  # ImageNet class names, decode_predictions
 MODULES += [presets]  # the released checkpoints by name
 
 MODULES += [downloads, preprocessing, validation]  # weights by URL, raw images in, checks
+
+MODULES += [distribution]  # keras.distribution layouts (model parallelism on JAX)
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
