@@ -81,7 +81,7 @@ def unallocated():
     yield build
     # Keras keeps uninitialized variables to initialize them when the next top-level
     # StatelessScope ends; clear_session forgets them.
-    keras.utils.clear_session(free_memory=False)
+    keras.backend.clear_session(free_memory=False)
 
 
 TINY_HYBRID = dataclasses.replace(variants.parse_variant("mu/1"), resnet_units=(1, 1, 1),
