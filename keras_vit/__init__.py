@@ -7,6 +7,7 @@ import importlib
 
 from keras_vit import (
     checkpoints,
+    distribution,
     downloads,
     explain,
     fewshot,
@@ -28,6 +29,7 @@ __all__ = [
     "ViT",
     "checkpoints",
     "decode_predictions",
+    "distribution",
     "downloads",
     "explain",
     "fewshot",

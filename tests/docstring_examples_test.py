@@ -10,6 +10,7 @@ import pytest
 import keras_vit
 from keras_vit import (
     checkpoints,
+    distribution,
     downloads,
     explain,
     fewshot,
@@ -52,6 +53,8 @@ MODULES += [presets]  # the released checkpoints by name
 MODULES += [downloads, preprocessing, validation]  # weights by URL, raw images in, checks
 
 MODULES += [lora]  # LoRA fine-tuning
+
+MODULES += [distribution]  # keras.distribution layouts (model parallelism on JAX)
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
