@@ -29,25 +29,25 @@ def test_for_finetuning_takes_the_recipe_then_the_overrides():
     assert (config.learning_rate, config.image_size, config.init_from) == (0.03, 48, "x.keras")
 
 
+def config_from_argv(*args):
+    """The `Config` of `python -m training.train ARGS` (the flags are reset afterwards)."""
+    training_flags.define_training_flags()
+    try:
+        training_flags.FLAGS(["train", *args])
+        return training_flags.config_from_flags()
+    finally:
+        training_flags.FLAGS.unparse_flags()
+
+
 def test_init_from_flag_switches_the_unset_flags_to_the_recipe(tmp_path):
     path = tmp_path / "m.keras"
     path.write_bytes(b"")
-    training_flags.define_training_flags()
-    flags = training_flags.FLAGS
-    try:
-        flags(["train", f"--workdir={tmp_path}", f"--init_from={path}", "--learning_rate=0.03",
-               "--epochs=3"])
-        config = training_flags.config_from_flags()
-    finally:
-        flags.unparse_flags()
+    config = config_from_argv(f"--workdir={tmp_path}", f"--init_from={path}",
+                              "--learning_rate=0.03", "--epochs=3")
     assert (config.optimizer, config.weight_decay, config.mixup) == ("sgd", 0.0, 0.0)
     # Given on the command line: kept.
     assert (config.learning_rate, config.epochs) == (0.03, 3)
-    try:
-        flags(["train", f"--workdir={tmp_path}"])
-        config = training_flags.config_from_flags()
-    finally:
-        flags.unparse_flags()
+    config = config_from_argv(f"--workdir={tmp_path}")
     assert (config.optimizer, config.weight_decay, config.init_from) == ("adamw", 0.05, None)
 
 
@@ -145,14 +145,8 @@ def test_grayscale_data_is_given_to_an_rgb_model_as_rgb(tfds_data_dir, tmp_path,
 def test_lora_flags_and_errors(tmp_path):
     path = tmp_path / "m.keras"
     path.write_bytes(b"")
-    training_flags.define_training_flags()
-    flags = training_flags.FLAGS
-    try:
-        flags(["train", f"--workdir={tmp_path}", f"--init_from={path}", "--lora_rank=8",
-               "--lora_targets=attention,mlp_in", "--lora_train_norms"])
-        config = training_flags.config_from_flags()
-    finally:
-        flags.unparse_flags()
+    config = config_from_argv(f"--workdir={tmp_path}", f"--init_from={path}", "--lora_rank=8",
+                              "--lora_targets=attention,mlp_in", "--lora_train_norms")
     assert (config.lora_rank, config.lora_targets, config.lora_train_norms) == (
         8, "attention,mlp_in", True)
     assert config.optimizer == "sgd"  # the fine-tuning recipe, LoRA or not
