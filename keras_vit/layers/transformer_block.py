@@ -59,6 +59,13 @@ class TransformerBlock(keras.layers.Layer):
             is then recomputed as one unit, its sublayers never on their
             own. Defaults to False.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+            `dtype` may also be a `keras.dtype_policies.DTypePolicyMap` keyed
+            by sublayer name (`"qkv"`, `"attention_output"`, `"mlp_dense_1"`,
+            `"mlp_dense_2"`, `"attention_norm"`, `"mlp_norm"`): those
+            sublayers are built with its policies, the rest with its default
+            policy. That is how `get_config` records the Dense sublayers that
+            `model.quantize(...)` quantized, so that a saved quantized model
+            reloads with their quantized weights.
 
     Call arguments:
         inputs: tokens (B, T, D).
@@ -133,9 +140,10 @@ class TransformerBlock(keras.layers.Layer):
         # Xavier-uniform limit of a (D, D) kernel.
         xavier = keras.initializers.GlorotUniform
         tiny = keras.initializers.RandomNormal
-        common = dict(dtype=self.dtype_policy)
+        policy = self._sublayer_policy
         self.attention_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, name="attention_norm", **common
+            epsilon=self.layer_norm_epsilon, name="attention_norm",
+            dtype=policy("attention_norm"),
         )
         self.qkv = keras.layers.Dense(
             3 * hidden_dim,
@@ -143,14 +151,15 @@ class TransformerBlock(keras.layers.Layer):
                 scale=2.0, mode="fan_avg", distribution="uniform"
             ),
             name="qkv",
-            **common,
+            dtype=policy("qkv"),
         )
         self.attention_output = keras.layers.Dense(
             hidden_dim, kernel_initializer=xavier(), name="attention_output",
-            **common,
+            dtype=policy("attention_output"),
         )
         self.mlp_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, name="mlp_norm", **common
+            epsilon=self.layer_norm_epsilon, name="mlp_norm",
+            dtype=policy("mlp_norm"),
         )
         self.mlp_dense_1 = keras.layers.Dense(
             self.mlp_dim,
@@ -158,14 +167,14 @@ class TransformerBlock(keras.layers.Layer):
             kernel_initializer=xavier(),
             bias_initializer=tiny(stddev=1e-6),
             name="mlp_dense_1",
-            **common,
+            dtype=policy("mlp_dense_1"),
         )
         self.mlp_dense_2 = keras.layers.Dense(
             hidden_dim,
             kernel_initializer=xavier(),
             bias_initializer=tiny(stddev=1e-6),
             name="mlp_dense_2",
-            **common,
+            dtype=policy("mlp_dense_2"),
         )
         token_shape = (None, hidden_dim)
         self.attention_norm.build(token_shape)
@@ -174,6 +183,21 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_norm.build(token_shape)
         self.mlp_dense_1.build(token_shape)
         self.mlp_dense_2.build((None, self.mlp_dim))
+
+    _SUBLAYERS = (
+        "attention_norm", "qkv", "attention_output", "mlp_norm",
+        "mlp_dense_1", "mlp_dense_2",
+    )
+
+    def _sublayer_policy(self, name):
+        # A DTypePolicyMap given as `dtype` (see `get_config`) holds the
+        # policies of quantized sublayers under their names. Keras would look
+        # a sublayer up by its full path ("encoder_block_0/qkv"); the name
+        # keeps a saved block loadable under another name or parent.
+        policy = self.dtype_policy
+        if isinstance(policy, keras.dtype_policies.DTypePolicyMap):
+            return policy[name]
+        return policy
 
     def _gelu(self, x):
         # mlp_dense_1's activation, so that on TensorFlow the GELU ops sit in
@@ -326,4 +350,23 @@ class TransformerBlock(keras.layers.Layer):
                 "remat": self.remat,
             }
         )
+        # `model.quantize("int8")` quantizes the Dense sublayers (it changes
+        # the dtype policy of each leaf layer), which the block's own policy
+        # does not say: record their policies, so that `from_config` builds
+        # them quantized and the saved int8 weights fit. An unquantized
+        # block keeps its plain policy.
+        quantized = {
+            name: getattr(self, name).dtype_policy
+            for name in self._SUBLAYERS
+            if self.built and getattr(self, name).quantization_mode is not None
+        }
+        if quantized:
+            default = self.dtype_policy
+            if isinstance(default, keras.dtype_policies.DTypePolicyMap):
+                default = default.default_policy
+            config["dtype"] = keras.dtype_policies.serialize(
+                keras.dtype_policies.DTypePolicyMap(
+                    default_policy=default, policy_map=quantized
+                )
+            )
         return config

@@ -240,3 +240,18 @@ def test_default_run_beats_97_percent_on_digits(tmp_path, repo_root, subprocess_
     assert metrics["eval_accuracy"] >= 0.97, (metrics, seconds)
     assert (workdir / "saved_model" / "saved_model.pb").is_file()
     assert seconds < 300
+
+    # int8 weights (`model.quantize("int8")`, tests/quantization_test.py) keep the trained
+    # model's top-1 on the same 359 test images within 1 point (3 images) of float.
+    from training.train import evaluate_accuracy
+
+    model = keras.saving.load_model(workdir / "model.keras")
+    data_dir = str(tmp_path / "tfds")
+    float_top1 = evaluate_accuracy(model, "digits", data_dir=data_dir,
+                                   image_size=defaults.image_size)
+    assert float_top1 == pytest.approx(metrics["eval_accuracy"], abs=1e-6)
+    model.quantize("int8", filters=lambda layer: isinstance(layer, keras.layers.Dense))
+    assert model.get_layer("encoder_block_0").qkv.quantization_mode == "int8"
+    int8_top1 = evaluate_accuracy(model, "digits", data_dir=data_dir,
+                                  image_size=defaults.image_size)
+    assert abs(int8_top1 - float_top1) <= 0.01, (float_top1, int8_top1)
