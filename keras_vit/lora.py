@@ -11,7 +11,7 @@ Targets, by role (each role is one Dense layer in every `TransformerBlock`):
 
 | role               | layer              | kernel        |
 |--------------------|--------------------|---------------|
-| `qkv`              | `qkv`              | (D, 3D): one adapter on the fused q, k and v projection |
+| `qkv`              | `qkv`              | (D, 3D): one adapter, fused q, k and v |
 | `attention_output` | `attention_output` | (D, D)        |
 | `mlp_in`           | `mlp_dense_1`      | (D, mlp_dim)  |
 | `mlp_out`          | `mlp_dense_2`      | (mlp_dim, D)  |

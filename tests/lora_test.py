@@ -149,15 +149,16 @@ def test_adapter_file_holds_only_what_was_trained_and_restores_it(tmp_path):
     fresh.set_weights(base_weights)
     finetune.load_lora_weights(fresh, path)
     np.testing.assert_allclose(predict(fresh), predict(model), rtol=1e-6, atol=1e-6)
-    assert [(l.path, l.lora_rank) for l in lora.lora_layers(fresh)] == [
-        (l.path, l.lora_rank) for l in lora.lora_layers(model)]
+    assert [(layer.path, layer.lora_rank) for layer in lora.lora_layers(fresh)] == [
+        (layer.path, layer.lora_rank) for layer in lora.lora_layers(model)]
     assert sorted(v.path for v in fresh.trainable_variables) == sorted(
         v.path for v in model.trainable_variables)
 
 
 def test_adapter_file_errors(tmp_path):
     model = pretrained()
-    with pytest.raises(ValueError, match=r"has no LoRA layers: call keras_vit.finetune.enable_lora"):
+    with pytest.raises(ValueError,
+                       match=r"has no LoRA layers: call keras_vit.finetune.enable_lora"):
         finetune.save_lora_weights(model, str(tmp_path / "a.npz"))
     finetune.enable_lora(model, 2)
     with pytest.raises(ValueError, match=r"LoRA adapter path '.*a.h5' must end in '.npz'"):
