@@ -17,11 +17,23 @@ ratio of the two medians, and as the median of the ratios of rounds run back
 to back (the order alternating), which is steadier on a shared machine whose
 speed drifts.
 
+`--peers=keras_vit,keras_hub,timm` adds timm's ViT (PyTorch, AdamW,
+`torch.autocast` bfloat16 under `--dtype_policy=mixed_bfloat16`) to training:
+it runs in a subprocess (`timm_peer.py`, timm on PYTHONPATH) that times its
+round when asked, in turn with the others, so that no two compete for the CPU.
+
+Training also prints the step's matmul limit (`matmul_limit.py`): its matmul
+FLOPs per image over the best rate the backend's matmul reaches on this
+machine at the step's largest shapes, measured in the same run, and each
+peer's median as a fraction of it.
+
 Hybrid variants (`--variant=R50+B/16`) are timed for keras_vit alone:
-keras-hub has no ResNet + ViT hybrid to compare with.
+keras-hub and timm have no ResNet + ViT hybrid of ours to compare with.
 """
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,6 +46,9 @@ from absl import app, flags  # noqa: E402
 
 import keras_vit  # noqa: E402
 from keras_vit.layers import TokenPooling  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import matmul_limit  # noqa: E402
 
 _VARIANT = flags.DEFINE_string("variant", "B/16", "keras_vit variant, SIZE/PATCH.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Square image side.")
@@ -48,7 +63,9 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
 _JIT_COMPILE = flags.DEFINE_string(
     "jit_compile", "auto", "jit_compile passed to compile() of both models."
 )
-_PEERS = flags.DEFINE_list("peers", ["keras_vit", "keras_hub"], "Models to time.")
+_PEERS = flags.DEFINE_list(
+    "peers", ["keras_vit", "keras_hub"], "Models to time: keras_vit, keras_hub, timm (training)."
+)
 
 
 def _ours(spec, image_size, include_top, num_classes=1000):
@@ -83,6 +100,33 @@ def _keras_hub(spec, image_size, include_top, num_classes=1000):
 
 
 _BUILDERS = {"keras_vit": _ours, "keras_hub": _keras_hub}
+
+
+class _TimmPeer:
+    """A timed round of timm's training step, run by `timm_peer.py` in a subprocess."""
+
+    def __init__(self, spec, image_size, batch_size):
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_peer.py")
+        self._process = subprocess.Popen(
+            [sys.executable, script, f"--variant={spec.name}", f"--image_size={image_size}",
+             f"--batch_size={batch_size}", f"--dtype_policy={_DTYPE_POLICY.value}",
+             f"--steps={_STEPS.value}", f"--warmup={_WARMUP.value}"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        ready = self._process.stdout.readline().strip()
+        if not ready.startswith("ready"):
+            raise RuntimeError(f"timm peer did not start (exit {self._process.wait()})")
+        print(f"# timm peer: {ready}")
+
+    def __call__(self):
+        self._process.stdin.write("round\n")
+        self._process.stdin.flush()
+        return float(self._process.stdout.readline())
+
+    def close(self):
+        self._process.stdin.write("quit\n")
+        self._process.stdin.flush()
+        self._process.wait()
 
 
 def _jit(value):
@@ -134,15 +178,25 @@ def main(argv):
         f"jit_compile={_JIT_COMPILE.value} steps={_STEPS.value} "
         f"repeats={_REPEATS.value} cpus={os.cpu_count()}"
     )
-    peers = list(_PEERS.value)
-    if spec.is_hybrid and "keras_hub" in peers:
-        peers.remove("keras_hub")
-        print(f"note: keras-hub has no hybrid ViT; timing {spec.name} for keras_vit only")
+    unknown = sorted(set(_PEERS.value) - {"keras_vit", "keras_hub", "timm"})
+    if unknown:
+        raise app.UsageError(f"Unknown peers {unknown}: expected keras_vit, keras_hub, timm")
     for mode in _MODES.value:
         if mode not in ("inference", "training"):
             raise app.UsageError(f"Unknown mode {mode!r}: inference or training")
+        peers = list(_PEERS.value)
+        for peer in ("keras_hub", "timm"):
+            if spec.is_hybrid and peer in peers:
+                peers.remove(peer)
+                print(f"note: {peer} has no hybrid ViT; timing {spec.name} without it")
+        if mode == "inference" and "timm" in peers:
+            peers.remove("timm")
+            print("note: timm is a training peer only")
         timers = {}
         for peer in peers:
+            if peer == "timm":
+                timers[peer] = _TimmPeer(spec, size, batch)
+                continue
             model = _BUILDERS[peer](spec, size, include_top=(mode == "training"))
             timers[peer] = _timer(model, mode, images, labels)
         rates = {peer: [] for peer in timers}
@@ -153,19 +207,36 @@ def main(argv):
             # Alternate who goes first, so that a drift in machine speed
             # does not favour one side.
             order.reverse()
+        if "timm" in timers:
+            timers["timm"].close()
         medians = {peer: statistics.median(r) for peer, r in rates.items()}
         for peer, median in medians.items():
             spread = ", ".join(f"{r:.2f}" for r in rates[peer])
             print(f"{mode:9s} {peer:9s} {median:8.2f} img/s  (rounds: {spread})")
-        if len(medians) == 2:
-            a, b = medians.values()
-            print(f"{mode:9s} ratio keras_vit/keras_hub = {a / b:.3f}")
+        for peer in medians:
+            if peer == "keras_vit" or "keras_vit" not in medians:
+                continue
+            print(f"{mode:9s} ratio keras_vit/{peer} = "
+                  f"{medians['keras_vit'] / medians[peer]:.3f}")
             # Rounds run back to back see nearly the same machine; the median
             # of their ratios is the steadier figure where the load drifts.
             paired = statistics.median(
-                x / y for x, y in zip(*(rates[peer] for peer in medians))
+                ours / theirs for ours, theirs in zip(rates["keras_vit"], rates[peer])
             )
-            print(f"{mode:9s} paired-round ratio (median) = {paired:.3f}")
+            print(f"{mode:9s} paired-round ratio keras_vit/{peer} (median) = {paired:.3f}")
+        if mode == "training" and not spec.is_hybrid:
+            _print_limit(spec, size, batch, medians)
+
+
+def _print_limit(spec, size, batch, medians):
+    flops = matmul_limit.training_flops(spec, size, num_classes=1000)
+    dtype = matmul_limit.compute_dtype(_DTYPE_POLICY.value)
+    rate, shape = matmul_limit.peak_matmul_rate(spec, size, batch, dtype)
+    limit = rate / flops
+    print(f"limit     matmul {dtype} {rate / 1e9:.1f} GFLOP/s (best, at m,k,n={shape}); "
+          f"{flops / 1e9:.2f} GFLOP per image -> {limit:.2f} img/s")
+    for peer, median in medians.items():
+        print(f"limit     {peer:9s} at {median / limit:.1%} of the matmul limit")
 
 
 if __name__ == "__main__":

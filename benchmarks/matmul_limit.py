@@ -1,0 +1,135 @@
+"""The matmul ceiling of a ViT training step: its FLOPs, and the machine's measured matmul rate.
+
+A training step of a plain ViT is matmuls plus work that scales with the activations
+(norms, GELU, softmax, casts, the optimizer). `training_flops` counts the matmul FLOPs of one
+image's step exactly; `peak_matmul_rate` measures the fastest rate the backend's own matmul
+reaches on this machine at the step's shapes. Their quotient is the step's limit in images per
+second: the rate at which a step made of nothing but its matmuls, each at the best measured
+speed, would run. `benchmarks/throughput.py` and `benchmarks/train_step_profile.py` print a
+model's measured rate as a fraction of it.
+"""
+
+import statistics
+import time
+
+import keras
+import numpy as np
+
+
+def forward_flops(spec, image_size, num_classes):
+    """Matmul FLOPs (2 per multiply-add) of one image's forward pass through a plain ViT.
+
+    Args:
+        spec: `keras_vit.variants.VariantSpec`, plain (not a hybrid).
+        image_size: int. Square image side, a multiple of the patch size.
+        num_classes: int. Width of the classification head; 0 for none.
+
+    Returns:
+        dict of int: "patch_embedding", "dense" (q|k|v, attention output, both MLP layers of
+        every block), "attention" (q.k and probabilities.v of every block), "head".
+    """
+    if spec.is_hybrid:
+        raise ValueError(f"forward_flops counts plain ViTs, not the hybrid {spec.name!r}")
+    patches = (image_size // spec.patch_size) ** 2
+    tokens = patches + 1
+    width, mlp = spec.hidden_dim, spec.mlp_dim
+    per_block_dense = 2 * tokens * width * (3 * width + width + 2 * mlp)
+    per_block_attention = 2 * 2 * tokens * tokens * width
+    return {
+        "patch_embedding": 2 * patches * spec.patch_size**2 * 3 * width,
+        "dense": spec.depth * per_block_dense,
+        "attention": spec.depth * per_block_attention,
+        "head": 2 * width * num_classes,
+    }
+
+
+def training_flops(spec, image_size, num_classes):
+    """Matmul FLOPs of one image's training step: forward, then both gradients of each matmul.
+
+    Every matmul's backward pass is two matmuls of its own size (the gradient of each operand),
+    except the patch embedding's, which needs no gradient of the image.
+    """
+    forward = forward_flops(spec, image_size, num_classes)
+    return 3 * sum(forward.values()) - forward["patch_embedding"]
+
+
+def _step_shapes(spec, image_size, batch_size):
+    """(m, k, n) of the step's largest matmuls (each Dense forward, the MLP's weight gradient)
+    and a 1024-cube, the machine's rate where a small model's shapes are too small to show it."""
+    tokens = batch_size * ((image_size // spec.patch_size) ** 2 + 1)
+    width, mlp = spec.hidden_dim, spec.mlp_dim
+    return [
+        (tokens, width, 3 * width),
+        (tokens, width, width),
+        (tokens, width, mlp),
+        (tokens, mlp, width),
+        (width, tokens, mlp),
+        (1024, 1024, 1024),
+    ]
+
+
+def _matmul_function():
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # A tf.function runs to completion before it returns (eager TensorFlow is
+        # synchronous on the CPU): no copy of the product to NumPy is needed.
+        return tf.function(tf.matmul, jit_compile=False)
+    if backend == "jax":
+        import jax
+
+        matmul = jax.jit(lambda a, b: a @ b)
+        return lambda a, b: matmul(a, b).block_until_ready()
+    if backend == "torch":
+        import torch
+
+        def run(a, b):
+            with torch.no_grad():
+                return torch.matmul(a, b)
+
+        return run
+    raise ValueError(f"Unknown Keras backend {backend!r}: tensorflow, jax or torch")
+
+
+def matmul_rate(m, k, n, dtype, repeats=5, min_seconds=0.2):
+    """Median FLOP/s of the backend's matmul of (m, k) by (k, n) operands of `dtype`."""
+    rng = np.random.default_rng(0)
+    a = keras.ops.convert_to_tensor(rng.standard_normal((m, k)), dtype=dtype)
+    b = keras.ops.convert_to_tensor(rng.standard_normal((k, n)), dtype=dtype)
+    run = _matmul_function()
+    run(a, b)
+    start = time.perf_counter()
+    run(a, b)
+    calls = max(1, int(min_seconds / max(time.perf_counter() - start, 1e-6)))
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            run(a, b)
+        rates.append(2 * m * k * n * calls / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def peak_matmul_rate(spec, image_size, batch_size, dtype):
+    """The best median matmul rate (FLOP/s) over a training step's largest matmul shapes
+    and a 1024-cube.
+
+    Args:
+        spec: `VariantSpec` of a plain ViT.
+        image_size, batch_size: ints, as in the step.
+        dtype: str. The matmuls' compute dtype, "float32" or "bfloat16".
+
+    Returns:
+        (rate, shape): the best rate and the (m, k, n) it was measured at.
+    """
+    rates = {
+        shape: matmul_rate(*shape, dtype) for shape in _step_shapes(spec, image_size, batch_size)
+    }
+    best = max(rates, key=rates.get)
+    return rates[best], best
+
+
+def compute_dtype(dtype_policy):
+    """The matmul dtype of a Keras dtype policy name: "bfloat16" for "mixed_bfloat16"."""
+    return keras.DTypePolicy(dtype_policy).compute_dtype
