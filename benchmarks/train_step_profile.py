@@ -25,9 +25,7 @@ It ends with the matmul FLOPs and the step's matmul limit (`matmul_limit.py`).
 """
 
 import collections
-import glob
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -43,6 +41,7 @@ import keras_vit  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import matmul_limit  # noqa: E402
+import op_kinds  # noqa: E402
 
 _VARIANT = flags.DEFINE_string("variant", "S/16", "keras_vit variant, SIZE/PATCH.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Square image side.")
@@ -151,51 +150,6 @@ def _phases(model, images, labels):
 # ---------------------------------------------------------------- ops
 
 
-def _kind(op_type, name):
-    """The kind of a TensorFlow op (type and scoped name) or an XLA thunk (HLO name)."""
-    lower = f"{op_type} {name}".lower()
-    if "adam_w/" in lower or "_foreach_" in lower:
-        return "optimizer"
-    if any(word in lower for word in ("matmul", "conv2d", "convolution", "einsum", "ynn_fusion",
-                                      "dot", "aten::mm", "aten::bmm", "aten::addmm",
-                                      "aten::baddbmm", "attention", "onednn")):
-        return "matmul"
-    if "softmax" in lower:
-        return "softmax"
-    # "cast" as a word: not the "bitcast" or "broadcast" of XLA fusion names.
-    if re.search(r"(?<![a-z])cast", lower) or "convert" in lower or "aten::to" in lower \
-            or "_to_copy" in lower:
-        return "cast"
-    if any(word in lower for word in ("transpose", "copy", "concat", "pack", "slice", "permute",
-                                      "contiguous", "clone", "cat", "stack", "pad", "tile")):
-        return "layout"
-    return "other"
-
-
-def _xplane_events(logdir):
-    """(line name, event name, display name, stats dict, microseconds) of a profiler trace."""
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-
-    paths = glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb"))
-    if not paths:
-        raise RuntimeError(f"no profiler trace (*.xplane.pb) under {logdir}")
-    space = xplane_pb2.XSpace()
-    with open(paths[0], "rb") as trace:
-        space.ParseFromString(trace.read())
-    for plane in space.planes:
-        if not plane.name.startswith("/host:CPU"):
-            continue
-        stat_names = {key: value.name for key, value in plane.stat_metadata.items()}
-        for line in plane.lines:
-            for event in line.events:
-                metadata = plane.event_metadata[event.metadata_id]
-                stats = {stat_names[s.metadata_id]: s.str_value or
-                         (stat_names.get(s.ref_value, "") if s.ref_value else s.int64_value)
-                         for s in event.stats}
-                yield (line.name, metadata.name, metadata.display_name, stats,
-                       event.duration_ps / 1e6)
-
-
 def _trace(model, images, labels, logdir):
     """Op times (microseconds) by (phase, kind) over the traced steps."""
     backend = keras.backend.backend()
@@ -210,8 +164,8 @@ def _trace(model, images, labels, logdir):
                 model.train_on_batch(images, labels)
         for item in prof.key_averages():
             if item.key.startswith(("aten::", "_")) or "::" not in item.key:
-                totals[("step", _kind("", item.key))] += item.self_cpu_time_total
-                names[item.key] += item.self_cpu_time_total
+                totals[("step", op_kinds.kind("", item.key))] += item.self_cpu_time_total
+                names[(item.key, op_kinds.kind("", item.key))] += item.self_cpu_time_total
         return totals, names
     if backend == "tensorflow":
         import tensorflow as tf
@@ -220,7 +174,7 @@ def _trace(model, images, labels, logdir):
         for _ in range(steps):
             model.train_on_batch(images, labels)
         tf.profiler.experimental.stop()
-        for line, name, op_type, _, micros in _xplane_events(logdir):
+        for line, name, op_type, _, micros in op_kinds.xplane_events(logdir):
             # Op events are "scope/name:Type" on the executor's threads; calls of whole
             # functions contain other op events and are left out.
             if not op_type or ":" not in name or "PartitionedCall" in op_type:
@@ -230,8 +184,9 @@ def _trace(model, images, labels, logdir):
             phase = ("optimizer" if "adam_w/" in name else
                      "backward" if "gradient_tape/" in name or "gradients/" in name else
                      "forward")
-            totals[(phase, _kind(op_type, name))] += micros
-            names[f"{phase} {op_type}"] += micros
+            kind = op_kinds.kind(op_type, name)
+            totals[(phase, kind)] += micros
+            names[(f"{phase} {op_type}", kind)] += micros
         return totals, names
     import jax
 
@@ -239,11 +194,12 @@ def _trace(model, images, labels, logdir):
     for _ in range(steps):
         model.train_on_batch(images, labels)
     jax.profiler.stop_trace()
-    for _, _, _, stats, micros in _xplane_events(logdir):
+    for _, _, _, stats, micros in op_kinds.xplane_events(logdir):
         if "hlo_op" in stats and stats.get("hlo_module", "").startswith("jit_"):
             hlo_op = str(stats["hlo_op"])
-            totals[("step", _kind("", hlo_op))] += micros
-            names[hlo_op.rsplit(".", 1)[0]] += micros
+            kind = op_kinds.kind("", hlo_op)
+            totals[("step", kind)] += micros
+            names[(hlo_op.rsplit(".", 1)[0], kind)] += micros
     return totals, names
 
 
@@ -288,9 +244,9 @@ def main(argv):
     for kind in _KINDS:
         print(f"ops       {kind:10s} {by_kind[kind] / _TRACE_STEPS.value / 1e3:8.1f} ms "
               f"{by_kind[kind] / total:6.1%}")
-    for name, micros in names.most_common(_TOP.value):
+    for (name, kind), micros in names.most_common(_TOP.value):
         print(f"top op    {name:44s} {micros / _TRACE_STEPS.value / 1e3:8.1f} ms "
-              f"{micros / total:6.1%}  ({_kind('', name)})")
+              f"{micros / total:6.1%}  ({kind})")
     phases_seen = sorted({phase for phase, _ in totals} - {"step"})
     for phase in phases_seen:
         row = "  ".join(f"{kind} {totals[(phase, kind)] / total:5.1%}" for kind in _KINDS)

@@ -9,7 +9,7 @@ import keras_vit
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
 import matmul_limit  # noqa: E402
-import train_step_profile  # noqa: E402
+import op_kinds  # noqa: E402
 
 
 @pytest.mark.parametrize("variant, gmacs", [("S/16", 4.6), ("B/16", 17.6), ("L/16", 61.6)])
@@ -73,4 +73,4 @@ def test_matmul_rate_is_a_positive_flop_rate():
     ("", "aten::gelu_backward", "other"),
 ])
 def test_op_kinds(op_type, name, kind):
-    assert train_step_profile._kind(op_type, name) == kind
+    assert op_kinds.kind(op_type, name) == kind
