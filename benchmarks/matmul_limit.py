@@ -130,6 +130,20 @@ def peak_matmul_rate(spec, image_size, batch_size, dtype):
     return rates[best], best
 
 
+def step_limit(spec, image_size, batch_size, dtype_policy, num_classes=1000):
+    """The step's matmul limit, measured now (printed by throughput.py, train_step_profile.py).
+
+    Returns:
+        dict: "flops" (matmul FLOPs of one image's training step), "dtype" (the matmuls'
+        compute dtype), "rate" and "shape" (`peak_matmul_rate`), "images_per_sec" (the limit).
+    """
+    flops = training_flops(spec, image_size, num_classes)
+    dtype = compute_dtype(dtype_policy)
+    rate, shape = peak_matmul_rate(spec, image_size, batch_size, dtype)
+    return {"flops": flops, "dtype": dtype, "rate": rate, "shape": shape,
+            "images_per_sec": rate / flops}
+
+
 def compute_dtype(dtype_policy):
     """The matmul dtype of a Keras dtype policy name: "bfloat16" for "mixed_bfloat16"."""
     return keras.DTypePolicy(dtype_policy).compute_dtype

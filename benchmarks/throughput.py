@@ -229,14 +229,12 @@ def main(argv):
 
 
 def _print_limit(spec, size, batch, medians):
-    flops = matmul_limit.training_flops(spec, size, num_classes=1000)
-    dtype = matmul_limit.compute_dtype(_DTYPE_POLICY.value)
-    rate, shape = matmul_limit.peak_matmul_rate(spec, size, batch, dtype)
-    limit = rate / flops
-    print(f"limit     matmul {dtype} {rate / 1e9:.1f} GFLOP/s (best, at m,k,n={shape}); "
-          f"{flops / 1e9:.2f} GFLOP per image -> {limit:.2f} img/s")
+    limit = matmul_limit.step_limit(spec, size, batch, _DTYPE_POLICY.value)
+    print(f"limit     matmul {limit['dtype']} {limit['rate'] / 1e9:.1f} GFLOP/s (best, at "
+          f"m,k,n={limit['shape']}); {limit['flops'] / 1e9:.2f} GFLOP per image -> "
+          f"{limit['images_per_sec']:.2f} img/s")
     for peer, median in medians.items():
-        print(f"limit     {peer:9s} at {median / limit:.1%} of the matmul limit")
+        print(f"limit     {peer:9s} at {median / limit['images_per_sec']:.1%} of the matmul limit")
 
 
 if __name__ == "__main__":

@@ -62,14 +62,14 @@ def _bare():
 
     config = training_flags.config_from_flags()
     strategy = distribute.get_strategy(config.strategy, tpu=config.tpu)
+    if strategy.num_replicas_in_sync > 1:
+        raise SystemExit("train_binary.py times one replica; use the default --strategy")
     keras.config.set_dtype_policy(train_lib._DTYPE_POLICIES[config.mixed_precision])
     data = train_lib.RunData(config, strategy)
     length = loop.RunLength.create(config, data.info)
     state = state_lib.create_state(config, data.info, total_steps=length.total_steps,
                                    strategy=strategy)
     steps = steps_lib.create_step_functions(config, state, strategy)
-    if strategy.num_replicas_in_sync > 1:
-        raise SystemExit("train_binary.py times one replica; use the default --strategy")
     batch = next(iter(data.train(0)))
     held = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat())
     iterator = iter(held)

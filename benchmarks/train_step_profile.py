@@ -164,8 +164,9 @@ def _trace(model, images, labels, logdir):
                 model.train_on_batch(images, labels)
         for item in prof.key_averages():
             if item.key.startswith(("aten::", "_")) or "::" not in item.key:
-                totals[("step", op_kinds.kind("", item.key))] += item.self_cpu_time_total
-                names[(item.key, op_kinds.kind("", item.key))] += item.self_cpu_time_total
+                kind = op_kinds.kind("", item.key)
+                totals[("step", kind)] += item.self_cpu_time_total
+                names[(item.key, kind)] += item.self_cpu_time_total
         return totals, names
     if backend == "tensorflow":
         import tensorflow as tf
@@ -253,13 +254,13 @@ def main(argv):
         phase_total = sum(totals[(phase, kind)] for kind in _KINDS) / total
         print(f"ops       {phase:9s} {phase_total:6.1%}: {row}")
 
-    flops = matmul_limit.training_flops(spec, size, num_classes=1000)
-    dtype = matmul_limit.compute_dtype(_DTYPE_POLICY.value)
-    rate, shape = matmul_limit.peak_matmul_rate(spec, size, batch, dtype)
+    limit = matmul_limit.step_limit(spec, size, batch, _DTYPE_POLICY.value)
+    flops = limit["flops"]
     matmul_ms = by_kind["matmul"] / _TRACE_STEPS.value / 1e3
-    print(f"limit     {flops / 1e9:.2f} GFLOP of matmuls per image; best matmul {dtype} "
-          f"{rate / 1e9:.1f} GFLOP/s at m,k,n={shape}: limit {rate / flops:.2f} img/s; "
-          f"measured {batch / step:.2f} img/s = {batch / step / (rate / flops):.1%} of it")
+    print(f"limit     {flops / 1e9:.2f} GFLOP of matmuls per image; best matmul "
+          f"{limit['dtype']} {limit['rate'] / 1e9:.1f} GFLOP/s at m,k,n={limit['shape']}: "
+          f"limit {limit['images_per_sec']:.2f} img/s; measured {batch / step:.2f} img/s = "
+          f"{batch / step / limit['images_per_sec']:.1%} of it")
     print(f"limit     the step's matmul ops ran at {flops * batch / (matmul_ms / 1e3) / 1e9:.1f} "
           f"GFLOP/s (op time {matmul_ms:.1f} ms of the {per_step:.1f} ms)")
 
