@@ -126,3 +126,83 @@ def test_gelu_matches_a_float64_reference_in_the_input_dtype(approximate, dtype,
     other = _reference_gelu(to_numpy(keras.ops.cast(x, "float32")), not approximate)
     if dtype == "float32":
         assert np.abs(to_numpy(out) - other).max() > 1e-4
+
+
+def _reference_gelu_derivative(x, approximate):
+    x = x.astype("float64")
+    if approximate:
+        c = np.sqrt(2 / np.pi)
+        t = np.tanh(c * (x + 0.044715 * x**3))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t**2) * c * (1 + 3 * 0.044715 * x**2)
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(x / np.sqrt(2)))
+    return cdf + x * np.exp(-0.5 * x**2) / np.sqrt(2 * np.pi)
+
+
+def _value_and_input_gradient(fn, x, upstream):
+    """(fn(x), d sum(fn(x) * upstream) / dx) by the backend's autodiff."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        return y, tape.gradient(y, x, output_gradients=upstream)
+    if backend == "jax":
+        import jax
+
+        y, pullback = jax.vjp(fn, x)
+        return y, pullback(upstream)[0]
+    x = x.detach().requires_grad_()
+    y = fn(x)
+    y.backward(upstream)
+    return y.detach(), x.grad
+
+
+@pytest.mark.parametrize("approximate", [True, False])
+@pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_gelu_gradient_matches_a_float64_reference(approximate, dtype, tolerance):
+    # The MLP's GELU in training: output and input gradient in the input's
+    # dtype, each within one rounding of the float64 values (relative to the
+    # upstream gradient's scale, 1).
+    rng = np.random.default_rng(5)
+    x = keras.ops.cast((rng.standard_normal(300) * 3).astype("float32"), dtype)
+    upstream = keras.ops.cast(rng.standard_normal(300).astype("float32"), dtype)
+    out, grad = _value_and_input_gradient(lambda t: gelu(t, approximate), x, upstream)
+    assert keras.backend.standardize_dtype(grad.dtype) == dtype
+    x64 = to_numpy(keras.ops.cast(x, "float32")).astype("float64")
+    up64 = to_numpy(keras.ops.cast(upstream, "float32")).astype("float64")
+    expected = _reference_gelu_derivative(x64, approximate) * up64
+    np.testing.assert_allclose(to_numpy(keras.ops.cast(grad, "float32")), expected,
+                               rtol=tolerance, atol=tolerance)
+    # The derivative of the other form differs by up to ~1e-3 times the
+    # upstream gradient: the float32 comparison can tell them apart.
+    other = _reference_gelu_derivative(x64, not approximate) * up64
+    if dtype == "float32":
+        assert np.abs(to_numpy(grad) - other).max() > 1e-4
+
+
+@pytest.mark.parametrize("approximate", [True, False])
+def test_gelu_in_bfloat16_equals_float32_between_casts(approximate):
+    # On PyTorch the bfloat16 GELU runs without casts (its kernels compute in
+    # float32 internally); elsewhere the function casts. Either way output
+    # and gradient are those of a float32 GELU rounded once to bfloat16.
+    rng = np.random.default_rng(6)
+    x = keras.ops.cast((rng.standard_normal(4096) * 3).astype("float32"), "bfloat16")
+    upstream = keras.ops.cast(rng.standard_normal(4096).astype("float32"), "bfloat16")
+
+    def between_casts(t):
+        return keras.ops.cast(keras.ops.gelu(keras.ops.cast(t, "float32"), approximate),
+                              "bfloat16")
+
+    out, grad = _value_and_input_gradient(lambda t: gelu(t, approximate), x, upstream)
+    cast_out, cast_grad = _value_and_input_gradient(between_casts, x, upstream)
+    as_f32 = lambda t: to_numpy(keras.ops.cast(t, "float32"))  # noqa: E731
+    if keras.backend.backend() == "torch":
+        np.testing.assert_array_equal(as_f32(out), as_f32(cast_out))
+        np.testing.assert_array_equal(as_f32(grad), as_f32(cast_grad))
+    else:
+        # TensorFlow's bfloat16 GELU is bfloat16 arithmetic (not cast), so
+        # only within bfloat16 rounding of a few ops.
+        np.testing.assert_allclose(as_f32(out), as_f32(cast_out), rtol=3e-2, atol=3e-2)
+        np.testing.assert_allclose(as_f32(grad), as_f32(cast_grad), rtol=6e-2, atol=6e-2)
