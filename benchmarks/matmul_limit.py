@@ -16,13 +16,17 @@ import keras
 import numpy as np
 
 
-def forward_flops(spec, image_size, num_classes):
+def forward_flops(spec, image_size, num_classes, last_block_class_token_only=False):
     """Matmul FLOPs (2 per multiply-add) of one image's forward pass through a plain ViT.
 
     Args:
         spec: `keras_vit.variants.VariantSpec`, plain (not a hybrid).
         image_size: int. Square image side, a multiple of the patch size.
         num_classes: int. Width of the classification head; 0 for none.
+        last_block_class_token_only: bool. Count the last block as keras_vit's `ViT` runs it
+            (`TransformerBlock(first_token_only=True)`): q|k|v of every token, the rest for
+            the [class] token alone. False (the default) counts the network as the paper
+            defines it, and as keras-hub and timm compute it.
 
     Returns:
         dict of int: "patch_embedding", "dense" (q|k|v, attention output, both MLP layers of
@@ -35,21 +39,27 @@ def forward_flops(spec, image_size, num_classes):
     width, mlp = spec.hidden_dim, spec.mlp_dim
     per_block_dense = 2 * tokens * width * (3 * width + width + 2 * mlp)
     per_block_attention = 2 * 2 * tokens * tokens * width
+    dense = spec.depth * per_block_dense
+    attention = spec.depth * per_block_attention
+    if last_block_class_token_only:
+        dense -= per_block_dense - 2 * width * (tokens * 3 * width + width + 2 * mlp)
+        attention -= per_block_attention - 2 * 2 * tokens * width
     return {
         "patch_embedding": 2 * patches * spec.patch_size**2 * 3 * width,
-        "dense": spec.depth * per_block_dense,
-        "attention": spec.depth * per_block_attention,
+        "dense": dense,
+        "attention": attention,
         "head": 2 * width * num_classes,
     }
 
 
-def training_flops(spec, image_size, num_classes):
+def training_flops(spec, image_size, num_classes, last_block_class_token_only=False):
     """Matmul FLOPs of one image's training step: forward, then both gradients of each matmul.
 
     Every matmul's backward pass is two matmuls of its own size (the gradient of each operand),
     except the patch embedding's, which needs no gradient of the image.
+    `last_block_class_token_only` as in `forward_flops`.
     """
-    forward = forward_flops(spec, image_size, num_classes)
+    forward = forward_flops(spec, image_size, num_classes, last_block_class_token_only)
     return 3 * sum(forward.values()) - forward["patch_embedding"]
 
 
@@ -134,14 +144,19 @@ def step_limit(spec, image_size, batch_size, dtype_policy, num_classes=1000):
     """The step's matmul limit, measured now (printed by throughput.py, train_step_profile.py).
 
     Returns:
-        dict: "flops" (matmul FLOPs of one image's training step), "dtype" (the matmuls'
-        compute dtype), "rate" and "shape" (`peak_matmul_rate`), "images_per_sec" (the limit).
+        dict: "flops" (matmul FLOPs of one image's training step of the network as the paper
+        defines it, what keras-hub and timm compute), "dtype" (the matmuls' compute dtype),
+        "rate" and "shape" (`peak_matmul_rate`), "images_per_sec" (the limit), and
+        "keras_vit_flops", "keras_vit_images_per_sec": the same for keras_vit's `ViT`, whose
+        last block computes the [class] token alone.
     """
     flops = training_flops(spec, image_size, num_classes)
+    ours = training_flops(spec, image_size, num_classes, last_block_class_token_only=True)
     dtype = compute_dtype(dtype_policy)
     rate, shape = peak_matmul_rate(spec, image_size, batch_size, dtype)
     return {"flops": flops, "dtype": dtype, "rate": rate, "shape": shape,
-            "images_per_sec": rate / flops}
+            "images_per_sec": rate / flops, "keras_vit_flops": ours,
+            "keras_vit_images_per_sec": rate / ours}
 
 
 def compute_dtype(dtype_policy):

@@ -235,6 +235,11 @@ def _print_limit(spec, size, batch, medians):
           f"{limit['images_per_sec']:.2f} img/s")
     for peer, median in medians.items():
         print(f"limit     {peer:9s} at {median / limit['images_per_sec']:.1%} of the matmul limit")
+    if "keras_vit" in medians:
+        print(f"limit     keras_vit's last block computes the [class] token alone: "
+              f"{limit['keras_vit_flops'] / 1e9:.2f} GFLOP per image -> "
+              f"{limit['keras_vit_images_per_sec']:.2f} img/s; keras_vit at "
+              f"{medians['keras_vit'] / limit['keras_vit_images_per_sec']:.1%} of its own limit")
 
 
 if __name__ == "__main__":

@@ -182,6 +182,10 @@ def _probe(model, selected, attention):
         if index is None:
             return layer(*args, **kwargs)
         kwargs["training"] = False
+        if index in wanted:
+            # All tokens of a selected block, also of a model's last block,
+            # which computes the [class] token alone (`first_token_only`).
+            kwargs.pop("first_token_only", None)
         if index in wanted and attention:
             out, captured[f"attention_{index}"] = _WithAttentionWeights(layer)(*args, **kwargs)
         else:

@@ -223,6 +223,10 @@ def adapt(
         if num_classes is not None else set()
     )
     copies = []  # (new layer, old layer or None)
+    first_token_block = (
+        model_layers.transformer_blocks(model)[-1]
+        if model_layers.last_block_computes_class_token_only(model) else None
+    )
     for layer in layers[1:]:
         if layer in replaced:
             continue
@@ -230,7 +234,12 @@ def adapt(
         if layer is posemb_layer:
             config["grid_size"] = list(new_grid)
         new_layer = layer.__class__.from_config(config)
-        x = new_layer(x, images=inputs) if dynamic and layer is posemb_layer else new_layer(x)
+        if dynamic and layer is posemb_layer:
+            x = new_layer(x, images=inputs)
+        elif layer is first_token_block:
+            x = new_layer(x, first_token_only=True)  # as `ViT` calls it
+        else:
+            x = new_layer(x)
         copies.append((new_layer, layer))
     if num_classes is not None:
         old_head = model_layers.find_layer(model, "head")

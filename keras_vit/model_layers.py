@@ -71,6 +71,17 @@ def transformer_blocks(model):
     return [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
 
 
+def last_block_computes_class_token_only(model):
+    """Whether `model`'s last block needs to compute its first token only.
+
+    True when the model pools the [class] token (`TokenPooling("token")`): nothing after the
+    last block uses its other tokens, so `ViT` calls it with `first_token_only=True`, and a
+    rebuilt chain (`keras_vit.finetune.adapt`) should too.
+    """
+    pooling = find_layer(model, "pooling")
+    return pooling is not None and pooling.pooling == "token" and bool(transformer_blocks(model))
+
+
 def num_classes(model):
     """Outputs of the model's `head` layer; None for a model without one."""
     head = find_layer(model, "head")

@@ -36,6 +36,21 @@ def test_forward_flops_parts_of_a_small_vit():
         3 * sum(parts.values()) - parts["patch_embedding"])
 
 
+def test_forward_flops_of_a_last_block_that_computes_the_class_token_only():
+    spec = keras_vit.variants.parse_variant("Ti/8")
+    full = matmul_limit.forward_flops(spec, 32, 10)
+    ours = matmul_limit.forward_flops(spec, 32, 10, last_block_class_token_only=True)
+    # The last block keeps q|k|v of its 17 tokens; attention output, MLP and attention for 1.
+    assert full["dense"] - ours["dense"] == 2 * 16 * 192 * (192 + 2 * 768)
+    assert full["attention"] - ours["attention"] == 2 * 2 * 16 * 17 * 192
+    assert (ours["patch_embedding"], ours["head"]) == (full["patch_embedding"], full["head"])
+    # S/16 at 224: 6.3% of the step's matmuls.
+    s16 = keras_vit.variants.parse_variant("S/16")
+    saved = 1 - (matmul_limit.training_flops(s16, 224, 1000, last_block_class_token_only=True)
+                 / matmul_limit.training_flops(s16, 224, 1000))
+    assert saved == pytest.approx(0.063, abs=0.001)
+
+
 def test_forward_flops_refuse_hybrids():
     spec = keras_vit.variants.parse_variant("R50+B/16")
     with pytest.raises(ValueError, match=r"plain ViTs, not the hybrid 'R50\+B/16'"):

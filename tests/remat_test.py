@@ -81,6 +81,39 @@ def test_block_gradients_equal_those_without_remat(stochastic):
         assert abs(plain_loss - loss) > 1e-3 * abs(loss)
 
 
+class _FirstTokenLoss(keras.layers.Layer):
+    """The block's first output token, computed alone (`first_token_only`) or sliced from all."""
+
+    def __init__(self, block, alone):
+        super().__init__(name="first_token")
+        self.block, self.alone = block, alone
+        self.built = True  # the block is
+
+    def call(self, x, training=None):
+        if self.alone:
+            return self.block(x, training=training, first_token_only=True)
+        return self.block(x, training=training)[:, :1]
+
+
+@pytest.mark.parametrize("remat", [False, True])
+@pytest.mark.parametrize("drop_path", [False, True])
+def test_first_token_only_gradients_equal_those_of_the_sliced_full_block(remat, drop_path):
+    # The last block of a [class]-token ViT: the same loss and weight gradients as the full
+    # block's first token, with and without recomputation and stochastic depth (whose per-example
+    # draws are the same in both; dropout masks have other shapes, so other draws).
+    x = np.random.default_rng(2).normal(size=(16, 17, 32)).astype("float32")
+    kwargs = dict(drop_path_rate=0.3) if drop_path else {}
+    loss, grads = _loss_and_gradients(_FirstTokenLoss(_block(remat, **kwargs), False), x)
+    alone_loss, alone_grads = _loss_and_gradients(_FirstTokenLoss(_block(remat, **kwargs), True), x)
+    assert alone_loss == pytest.approx(loss, rel=1e-5)
+    for grad, alone_grad in zip(grads, alone_grads, strict=True):
+        assert np.abs(grad).max() > 1e-3  # every weight gets a gradient through the first token
+        np.testing.assert_allclose(alone_grad, grad, rtol=1e-4, atol=1e-5 * np.abs(grad).max())
+    if drop_path:
+        _, plain = _loss_and_gradients(_FirstTokenLoss(_block(remat), True), x)
+        assert max(np.abs(a - b).max() for a, b in zip(plain, grads)) > 1e-3
+
+
 @pytest.fixture
 def remat_calls(monkeypatch):
     """Counts the functions wrapped in `keras.remat` (one per recomputed block call)."""

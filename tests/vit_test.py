@@ -54,6 +54,28 @@ def test_token_pooling_shapes_and_layers():
     np.testing.assert_array_equal(to_numpy(out), 0.0)
 
 
+@pytest.mark.parametrize("pooling,tokens", [("token", 17), ("gap", 16)])
+def test_last_block_computes_only_the_tokens_the_pooling_uses(pooling, tokens):
+    # With [class]-token pooling the last block computes that token alone; the logits are those
+    # of every block run on all tokens (non-zero weights, so that they can differ).
+    model = keras_vit.ViT("mu/4", image_size=16, num_classes=5, pooling=pooling)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") * 0.3
+                       + (1.0 if "gamma" in w.path else 0.0) for w in model.weights])
+    blocks = [layer for layer in model.layers if isinstance(layer, keras_vit.layers.TransformerBlock)]
+    assert [tuple(b.output.shape) for b in blocks[:-1]] == [(None, tokens, 32)] * (len(blocks) - 1)
+    assert tuple(blocks[-1].output.shape) == (None, 1 if pooling == "token" else tokens, 32)
+    images = rng.normal(size=(3, 16, 16, 3)).astype("float32")
+    x = images
+    for layer in model.layers[1:]:
+        x = layer(x)
+        if layer is blocks[-1]:
+            assert tuple(x.shape) == (3, tokens, 32)
+    logits = to_numpy(model(images))
+    assert np.abs(logits).max() > 0.1
+    np.testing.assert_allclose(logits, to_numpy(x), rtol=1e-5, atol=1e-5)
+
+
 def test_non_square_images():
     model = keras_vit.ViT("mu/4", image_size=(16, 32), num_classes=5, num_channels=1)
     assert tuple(model.get_layer("position_embedding").embeddings.shape) == (1, 1 + 4 * 8, 32)

@@ -46,7 +46,7 @@ def _tensorflow():
 
 
 def attention(qkv, batch, length, num_heads, compute_dtype, dropout=None,
-              return_weights=False):
+              return_weights=False, first_query_only=False):
     """Multi-head scaled dot-product attention of fused q|k|v projections.
 
     Args:
@@ -64,11 +64,15 @@ def attention(qkv, batch, length, num_heads, compute_dtype, dropout=None,
             Defaults to None.
         return_weights: bool. Also return the attention weights. Defaults to
             False.
+        first_query_only: bool. Attend from the first token only (the
+            [class] token): its query against all T keys and values.
+            Defaults to False.
 
     Returns:
-        `(out, weights)`: out (B * T, D), the heads' outputs concatenated per
-        token (before the output projection); weights (B, H, T, T), float32,
-        after softmax, or None unless `return_weights`.
+        `(out, weights)`: out (B * Q, D), the heads' outputs concatenated per
+        token (before the output projection), Q = 1 with `first_query_only`
+        else T; weights (B, H, Q, T), float32, after softmax, or None unless
+        `return_weights`.
 
     Example:
 
@@ -86,11 +90,15 @@ def attention(qkv, batch, length, num_heads, compute_dtype, dropout=None,
     explicit = return_weights or dropout is not None
     if not explicit and not _tensorflow():
         query, key, value = ops.unstack(qkv, 3, axis=2)
+        if first_query_only:
+            query = query[:, :1]
         out = ops.dot_product_attention(query, key, value)
         weights = None
     else:
         qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
         query, key, value = ops.unstack(qkv, 3, axis=0)
+        if first_query_only:
+            query = query[:, :, :1]
         # The scale goes on the queries, the smaller tensor.
         query = query * ops.cast(head_dim**-0.5, query.dtype)
         logits = ops.einsum("bhtd,bhsd->bhts", query, key)

@@ -71,11 +71,19 @@ class TransformerBlock(keras.layers.Layer):
         inputs: tokens (B, T, D).
         training: bool. Whether dropout and stochastic depth are active.
         return_attention_weights: bool. Also return the attention weights
-            (B, num_heads, T, T), after softmax. Defaults to False.
+            (B, num_heads, Q, T), after softmax. Defaults to False.
+        first_token_only: bool. Return the first token's output alone,
+            (B, 1, D): its query attends to all T tokens' keys and values,
+            and the output projection, the residuals and the MLP run for
+            that token only, not for the T - 1 others. What the last block
+            of a model that classifies from the [class] token needs: the
+            same values as `outputs[:, :1]` of the full call, for about a
+            quarter of the block's matmul work (the keys and values of all
+            tokens are still projected). Defaults to False (Q = T).
 
     Returns:
-        Tokens (B, T, D), or `(tokens, weights)` when
-        `return_attention_weights=True`.
+        Tokens (B, Q, D), Q = 1 with `first_token_only` else T, or
+        `(tokens, weights)` when `return_attention_weights=True`.
 
     Example:
 
@@ -204,13 +212,16 @@ class TransformerBlock(keras.layers.Layer):
         # the Dense's name scope, where grappler fuses them into the matmul.
         return gelu(x, self.approximate_gelu)
 
-    def _draw_masks(self, batch, length, training):
+    def _draw_masks(self, batch, length, training, queries=None):
         """The block's random draws of one call: {name: boolean keep mask}.
 
         Drawn before the block computes anything, so that a recomputation
         (`remat`) applies the same masks. The stochastic-depth masks come
-        first, in the order the branches use them.
+        first, in the order the branches use them. `queries` is the number
+        of tokens per example the block computes outputs for: 1 with
+        `first_token_only`, else (None) `length`.
         """
+        queries = length if queries is None else queries
         if not training:
             return {}
         masks = {}
@@ -218,7 +229,7 @@ class TransformerBlock(keras.layers.Layer):
             for name in ("path_attention", "path_mlp"):
                 masks[name] = self._keep_mask((batch, 1, 1), self.drop_path_rate)
         if self.dropout > 0:
-            tokens = batch * length
+            tokens = batch * queries
             for name, width in (
                 ("attention_output", self.hidden_dim),
                 ("mlp_hidden", self.mlp_dim),
@@ -227,7 +238,7 @@ class TransformerBlock(keras.layers.Layer):
                 masks[name] = self._keep_mask((tokens, width), self.dropout)
         if self.attention_dropout > 0:
             masks["attention"] = self._keep_mask(
-                (batch, self.num_heads, length, length), self.attention_dropout
+                (batch, self.num_heads, queries, length), self.attention_dropout
             )
         return masks
 
@@ -251,9 +262,9 @@ class TransformerBlock(keras.layers.Layer):
         branch = self._drop(branch, masks, name, self.drop_path_rate)
         return ops.reshape(branch, (-1, self.hidden_dim))
 
-    def _msa(self, x, batch, length, masks, return_weights):
+    def _msa(self, x, batch, length, masks, return_weights, first_only):
         # Multi-head self-attention of (B * T, D) normed tokens, with the
-        # dropout that follows its output projection.
+        # dropout that follows its output projection: (B * Q, D).
         dropout = None
         if "attention" in masks:
             dropout = functools.partial(
@@ -263,6 +274,7 @@ class TransformerBlock(keras.layers.Layer):
         out, weights = attention(
             self.qkv(x), batch, length, self.num_heads, self.compute_dtype,
             dropout=dropout, return_weights=return_weights,
+            first_query_only=first_only,
         )
         out = self._drop(
             self.attention_output(out), masks, "attention_output", self.dropout
@@ -274,7 +286,8 @@ class TransformerBlock(keras.layers.Layer):
         x = self._drop(self.mlp_dense_1(x), masks, "mlp_hidden", self.dropout)
         return self._drop(self.mlp_dense_2(x), masks, "mlp_output", self.dropout)
 
-    def _forward(self, inputs, batch, length, masks, return_weights):
+    def _forward(self, inputs, batch, length, masks, return_weights,
+                 first_only=False):
         # The token-wise work (LayerNorms, projections, MLP) runs on a
         # (B * T, D) matrix: one 2-D GEMM per projection is measurably faster
         # on CPU than the batched 3-D matmul a Dense does on (B, T, D).
@@ -282,19 +295,25 @@ class TransformerBlock(keras.layers.Layer):
         # Eq. (2): x = x + MSA(LN(x)).
         attended, weights = self._msa(
             layer_norm(self.attention_norm, x), batch, length, masks,
-            return_weights,
+            return_weights, first_only,
         )
+        if first_only:
+            # From here on, the first token of each example: (B, D).
+            x = inputs[:, 0]
         x = x + self._drop_path(attended, batch, masks, "path_attention")
         # Eq. (3): x = x + MLP(LN(x)).
         x = x + self._drop_path(
             self._mlp(layer_norm(self.mlp_norm, x), masks), batch, masks,
             "path_mlp",
         )
-        return ops.reshape(x, (batch, length, self.hidden_dim)), weights
+        queries = 1 if first_only else length
+        return ops.reshape(x, (batch, queries, self.hidden_dim)), weights
 
-    def call(self, inputs, training=None, return_attention_weights=False):
+    def call(self, inputs, training=None, return_attention_weights=False,
+             first_token_only=False):
         return self._call(
-            inputs, training, return_attention_weights, remat=self.remat
+            inputs, training, return_attention_weights, first_token_only,
+            remat=self.remat,
         )
 
     def rematerialized_call(self, layer_call, *args, **kwargs):
@@ -311,16 +330,23 @@ class TransformerBlock(keras.layers.Layer):
             return layer_call  # the scope does not select this block
         return self._recomputed_call
 
-    def _recomputed_call(self, inputs, training=None, return_attention_weights=False):
-        return self._call(inputs, training, return_attention_weights, remat=True)
+    def _recomputed_call(self, inputs, training=None, return_attention_weights=False,
+                         first_token_only=False):
+        return self._call(
+            inputs, training, return_attention_weights, first_token_only, remat=True
+        )
 
-    def _call(self, inputs, training, return_attention_weights, remat):
+    def _call(self, inputs, training, return_attention_weights, first_only, remat):
         shape = ops.shape(inputs)
         batch, length = shape[0], shape[1]
-        masks = self._draw_masks(batch, length, training)
+        first_only = bool(first_only)
+        masks = self._draw_masks(
+            batch, length, training, queries=1 if first_only else None
+        )
         if not (remat and training) or return_attention_weights:
             x, weights = self._forward(
-                inputs, batch, length, masks, return_attention_weights
+                inputs, batch, length, masks, return_attention_weights,
+                first_only,
             )
             return (x, weights) if return_attention_weights else x
         # Gradient checkpointing. The recomputed function takes the tokens as
@@ -328,12 +354,30 @@ class TransformerBlock(keras.layers.Layer):
         # the closure (TensorFlow's recompute_grad would try to differentiate
         # boolean arguments).
         def forward(tokens):
-            return self._forward(tokens, batch, length, masks, False)[0]
+            return self._forward(
+                tokens, batch, length, masks, False, first_only
+            )[0]
 
         return keras.remat(forward)(inputs)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def compute_output_spec(self, inputs, training=None,
+                            return_attention_weights=False,
+                            first_token_only=False):
+        batch, length, width = inputs.shape
+        tokens = keras.KerasTensor(
+            (batch, 1 if first_token_only else length, width),
+            dtype=self.compute_dtype,
+        )
+        if not return_attention_weights:
+            return tokens
+        weights = keras.KerasTensor(
+            (batch, self.num_heads, 1 if first_token_only else length, length),
+            dtype="float32",
+        )
+        return tokens, weights
 
     def get_config(self):
         config = super().get_config()

@@ -71,6 +71,37 @@ def test_matches_the_paper_equations(approximate):
     np.testing.assert_allclose(to_numpy(out), expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-4), ("mixed_bfloat16", 5e-2)])
+def test_first_token_only_is_the_first_row_of_the_paper_equations(dtype, tolerance):
+    # The last block of a [class]-token model computes that token alone; its
+    # value and attention row are those of the full block.
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 9, 16)).astype("float32")
+    block = TransformerBlock(num_heads=4, mlp_dim=24, dtype=dtype)
+    block.build(x.shape)
+    for v in block.weights:
+        v.assign(rng.standard_normal(v.shape).astype("float32") * 0.3
+                 + (1.0 if v.path.endswith("gamma") else 0.0))
+    expected, expected_attn = _reference_block(block, x.astype("float64"), True)
+    out = block(x, first_token_only=True)
+    assert tuple(out.shape) == (3, 1, 16)
+    as_f32 = lambda t: to_numpy(keras.ops.cast(t, "float32"))  # noqa: E731
+    np.testing.assert_allclose(as_f32(out), expected[:, :1], rtol=tolerance, atol=tolerance)
+    # Not what the other tokens give: the comparison can fail.
+    assert np.abs(as_f32(out) - expected[:, 1:2]).max() > 0.1
+    out, attn = block(x, return_attention_weights=True, first_token_only=True)
+    assert tuple(attn.shape) == (3, 4, 1, 9)
+    np.testing.assert_allclose(to_numpy(attn), expected_attn[:, :, :1], rtol=tolerance,
+                               atol=tolerance / 10)
+    np.testing.assert_allclose(as_f32(out), expected[:, :1], rtol=tolerance, atol=tolerance)
+    # Symbolic calls give the shapes too (the Functional ViT is built that way).
+    tokens = keras.Input((9, 16))
+    assert tuple(block(tokens, first_token_only=True).shape) == (None, 1, 16)
+    spec = block.compute_output_spec(tokens, return_attention_weights=True, first_token_only=True)
+    assert [tuple(t.shape) for t in spec] == [(None, 1, 16), (None, 4, 1, 9)]
+    assert tuple(block(tokens).shape) == (None, 9, 16)
+
+
 def test_inference_is_deterministic_with_dropout_rates():
     block = TransformerBlock(2, 16, dropout=0.5, attention_dropout=0.5,
                              drop_path_rate=0.5)
