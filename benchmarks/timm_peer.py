@@ -78,7 +78,7 @@ def main():
             loss = torch.nn.functional.cross_entropy(model(images), labels)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     for _ in range(args.warmup):
         step()
