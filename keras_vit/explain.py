@@ -212,9 +212,11 @@ def _probe(model, selected, attention):
 class _WithAttentionWeights(keras.layers.Layer):
     """Calls a `TransformerBlock` (its weights, not a copy) asking for its attention weights.
 
-    Called on symbolic tensors, a `TransformerBlock` describes its output with
-    `compute_output_shape`, which knows the tokens only; this layer leaves its own output
-    spec to Keras, which traces the call and so sees both (tokens, weights).
+    Calling the block itself with `return_attention_weights=True` inside `clone_model`'s
+    `call_function` gives the right (tokens, weights) specs (`compute_output_spec`), yet the
+    probe model then fails to build: "Output with path `attention_0` is not connected to
+    `inputs`" (tried on all three backends, 2026-12-03). Called through this layer, whose
+    output spec Keras traces, both outputs stay connected.
     """
 
     def __init__(self, block, **kwargs):
