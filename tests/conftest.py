@@ -2,9 +2,15 @@
 
 import http.server
 import os
+import sys
 import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# torch 2.14's Linux wheel (the one whose torchvision timm needs, tests/converters_test.py)
+# brings triton, its GPU kernel compiler; importing triton after TensorFlow crashes the process
+# (segmentation fault in triton's native module). torch treats an ImportError as "no triton",
+# which is the truth on these CPU-only machines.
+sys.modules.setdefault("triton", None)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
