@@ -53,6 +53,7 @@ hybrid files store GroupNorm scales and biases as (1, 1, 1, C); they are read as
 """
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -61,7 +62,9 @@ import zipfile
 import keras
 import numpy as np
 
-from keras_vit import finetune, model_layers, variants
+from keras_vit import converters, finetune, hub, model_layers, variants
+from keras_vit.converters import timm as timm_source
+from keras_vit.converters import transformers as transformers_source
 from keras_vit.files import atomic_write
 from keras_vit.layers import BottleneckUnit
 from keras_vit.layers.position_embedding import grid_of_length
@@ -200,6 +203,10 @@ def _embedding_params(model):
     token = model_layers.find_layer(model, "class_token")
     if token is not None:
         params.append(_identity("cls", token.token))
+    distillation = model_layers.find_layer(model, "distillation_token")
+    if distillation is not None:
+        # DeiT's distillation token (no key in the paper's layout; "dist" as timm names it).
+        params.append(_identity("dist", distillation.token))
     posemb = model_layers.find_layer(model, "position_embedding")
     if posemb is not None:
         params.append(_identity(_POSEMB, posemb.embeddings))
@@ -598,9 +605,17 @@ def load_npz(model, path):
     Zero-initialized head/kernel, head/bias.
     """
     path = os.fspath(path)
+    _model_params(model)  # a model the table does not cover fails before the file is read
+    canonical, sources, layout, ignored = _canonicalize(_read_npz(path), path)
+    return _load_canonical(model, canonical, sources, layout, ignored, path)
+
+
+def _load_canonical(model, canonical, sources, layout, ignored, path):
+    """Loads canonical arrays (`keras_vit.converters`) into `model`: resizes, head plan, checks.
+
+    Every value is computed and checked before the first is assigned.
+    """
     backbone, pre_logits, head = _model_params(model)
-    arrays = _read_npz(path)
-    canonical, sources, layout, ignored = _canonicalize(arrays, path)
     summary = LoadSummary(path=path, layout=layout, ignored=ignored)
 
     def fail(message):
@@ -765,3 +780,201 @@ def _to_big_vision(arrays):
         posemb = posemb[:, 1:]
     arrays["pos_embedding"] = posemb
     return {f"params/{k}": v for k, v in arrays.items()}
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _npz_checkpoint(path):
+    path = os.fspath(path)
+    canonical, sources, layout, ignored = _canonicalize(_read_npz(path), path)
+    # The architecture of an `.npz` comes from the caller (`ViT(variant, ...)`), as before:
+    # the paper's files carry no config, only shapes (`inspect_npz` reads what they imply).
+    return converters.Checkpoint(name=path, source="npz", layout=layout, architecture=None,
+                                 arrays=canonical, sources=sources, ignored=ignored)
+
+
+def _npz_write(arrays, architecture, *, mean, std):
+    raise ValueError("the paper's .npz layout is written by save_npz(model, path)")
+
+
+# The checkpoint sources, one entry each (`keras_vit.converters`): how to tell a checkpoint is
+# of that source, how to read it into the canonical form, how to write the canonical form back.
+# The `.npz` entry is detected by the file's suffix; the others by their `config.json`.
+SOURCES = {
+    "npz": converters.Source(
+        "npz", detect=lambda files: False, read=_npz_checkpoint, write=_npz_write),
+    transformers_source.NAME: converters.Source(
+        transformers_source.NAME, transformers_source.detect, transformers_source.read,
+        transformers_source.write),
+    timm_source.NAME: converters.Source(
+        timm_source.NAME, timm_source.detect, timm_source.read, timm_source.write),
+}
+PRETRAINED_LAYOUTS = (transformers_source.NAME, timm_source.NAME)
+
+
+def read_checkpoint(weights, *, config_only=False):
+    """Reads a checkpoint of any source into the canonical form.
+
+    Args:
+        weights: an `hf://ORG/NAME[@REVISION]` reference, a folder with `config.json` and
+            safetensors (a transformers `save_pretrained` or timm `save_for_hf` output, a
+            downloaded snapshot), a `.safetensors` file with its `config.json` beside it, or
+            a released `.npz` file.
+        config_only: bool. Read (and download) the configs only: the returned checkpoint's
+            `arrays` are empty. Defaults to False.
+
+    Returns:
+        A `keras_vit.converters.Checkpoint`.
+
+    Raises:
+        ValueError: missing files, pickled weights, an unknown `model_type` or timm
+            architecture, a config the weights contradict, missing or unexpected keys.
+        ImportError: `huggingface_hub` or `safetensors` is not installed (the `hub` extra).
+    """
+    if isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith(".npz"):
+        return SOURCES["npz"].read(weights)
+    files = hub.locate(weights, config_only=config_only)
+    if files.config is None:
+        raise ValueError(
+            f"{files.name}: no config.json beside the weights. keras_vit builds the model its "
+            f"config describes and never guesses the architecture from file names: put the "
+            f"config.json the file came with beside it"
+        )
+    source = next((s for s in SOURCES.values() if s.detect(files)), None)
+    if source is None:
+        raise ValueError(
+            f"{files.name}: config.json has neither a 'model_type' (transformers) nor an "
+            f"'architecture' (timm) field; supported transformers model types: "
+            f"{', '.join(transformers_source.MODEL_TYPES)}"
+        )
+    if config_only:
+        return source.read(files, None)
+    return source.read(files, hub.read_tensors(files))
+
+
+def load_checkpoint(model, checkpoint):
+    """Fills `model` from a checkpoint read by `read_checkpoint`, as `load_npz` does.
+
+    Position embeddings of another grid are interpolated, a head of other classes is replaced
+    by a zero-initialized one; a failed call leaves the model untouched.
+
+    Returns:
+        A `LoadSummary`.
+    """
+    return _load_canonical(model, checkpoint.arrays, checkpoint.sources, checkpoint.layout,
+                           checkpoint.ignored, checkpoint.name)
+
+
+def architecture_of(model, *, class_names=None, mean=None, std=None):
+    """The `keras_vit.converters.Architecture` of a model built by `keras_vit.ViT`.
+
+    `mean` and `std` default to the model's own input normalization (its `preprocessing`
+    layer), else to the paper's `x / 127.5 - 1` (mean = std = 0.5).
+    """
+    if model_layers.find_layer(model, "conv_root") is not None:
+        raise ValueError(
+            f"Model {model.name!r} is a hybrid (ResNet stem): the transformers and timm "
+            f"layouts keras_vit writes hold the plain ViT only (save_npz writes hybrids)")
+    blocks = model_layers.transformer_blocks(model)
+    patches = model_layers.find_layer(model, "patch_embedding")
+    posemb = model_layers.find_layer(model, "position_embedding")
+    pooling = model_layers.find_layer(model, "pooling")
+    if not blocks or patches is None or posemb is None or pooling is None:
+        raise ValueError(f"Model {model.name!r} is not a ViT built by keras_vit.ViT")
+    first = blocks[0]
+    width = patches.hidden_dim
+    channels = patches.num_channels
+    spec = converters.spec_of(
+        patch_size=patches.patch_size, hidden_dim=width, depth=len(blocks),
+        num_heads=first.num_heads, mlp_dim=first.mlp_dim,
+        layer_norm_epsilon=first.layer_norm_epsilon, approximate_gelu=first.approximate_gelu,
+        distillation_token=model_layers.find_layer(model, "distillation_token") is not None,
+    )
+    image_size = tuple(g * patches.patch_size for g in posemb.grid_size)
+    preprocessing = model_layers.find_layer(model, "preprocessing")
+    if preprocessing is not None and mean is None and std is None:
+        scale = np.broadcast_to(np.asarray(preprocessing.scale, "float64"), (channels,))
+        offset = np.broadcast_to(np.asarray(preprocessing.offset, "float64"), (channels,))
+        # x * scale + offset = (x / 255 - mean) / std.
+        std = tuple(float(v) for v in 1.0 / (255.0 * scale))
+        mean = tuple(float(-o * s) for o, s in zip(offset, std))
+    mean = (0.5,) * channels if mean is None else tuple(float(v) for v in mean)
+    std = (0.5,) * channels if std is None else tuple(float(v) for v in std)
+    classes = model_layers.num_classes(model) or 0
+    if class_names is not None and len(class_names) != classes:
+        raise ValueError(
+            f"class_names has {len(class_names)} names, the model's head {classes} classes")
+    return converters.Architecture(
+        spec=spec, image_size=image_size, pooling=pooling.pooling, num_classes=classes,
+        representation_size=model_layers.representation_size(model), num_channels=channels,
+        class_names=None if class_names is None else tuple(str(n) for n in class_names),
+        mean=mean, std=std,
+    )
+
+
+def save_pretrained(model, folder, *, layout="transformers", class_names=None, mean=None,
+                    std=None):
+    """Writes a `keras_vit.ViT` model as a Hub checkpoint folder transformers or timm loads.
+
+    The inverse of `ViT(weights=folder)`: `config.json`, `model.safetensors` and, for
+    transformers, `preprocessor_config.json`. transformers' `from_pretrained(folder)` and
+    timm's `create_model(config["architecture"], pretrained=True,
+    pretrained_cfg_overlay=dict(file=folder + "/model.safetensors"), **config["model_args"])`
+    give the model's outputs. The folder appears complete or not at all.
+
+    Args:
+        model: a `keras.Model` built by `keras_vit.ViT` (not a hybrid).
+        folder: str or path-like. The folder to write (replaced if it exists).
+        layout: str. `"transformers"` (a `ViTForImageClassification`, `ViTModel` without a
+            head, or `DeiTForImageClassificationWithTeacher` for a distilled model) or
+            `"timm"` (`vision_transformer` / `deit` with `model_args`). Defaults to
+            `"transformers"`.
+        class_names: sequence of str or None. The name of each class (`id2label`,
+            `label_names`). Defaults to None (`LABEL_i`).
+        mean, std: sequences of floats or None. The input normalization of [0, 1] pixels to
+            record; default to the model's `preprocessing` layer's, else 0.5 (the paper's
+            `x / 127.5 - 1`, what a keras_vit model without preprocessing takes).
+
+    Returns:
+        str: `folder`.
+
+    Raises:
+        ValueError: an unknown layout, or a model the layout cannot express (the message says
+            which part).
+
+    Example:
+
+    >>> model = keras_vit.ViT("mu/4", image_size=16, num_classes=3, approximate_gelu=False)
+    >>> folder = save_pretrained(model, os.path.join(tempfile.mkdtemp(), "mu4"))
+    >>> sorted(os.listdir(folder))
+    ['config.json', 'model.safetensors', 'preprocessor_config.json']
+    >>> reloaded = keras_vit.ViT(weights=folder)
+    >>> reloaded.count_params() == model.count_params()
+    True
+    """
+    if layout not in PRETRAINED_LAYOUTS:
+        raise ValueError(
+            f"Unknown layout {layout!r}: expected one of {list(PRETRAINED_LAYOUTS)}")
+    safetensors_numpy = hub.import_safetensors_numpy()  # before anything is computed
+    architecture = architecture_of(model, class_names=class_names, mean=mean, std=std)
+    backbone, pre_logits, head = _model_params(model)
+    arrays = {}
+    for p in backbone + pre_logits + head:
+        value = np.asarray(keras.ops.convert_to_numpy(p.variable), "float32")
+        arrays.update(zip(p.keys, p.from_model(value)))
+    config, tensors, processor = SOURCES[layout].write(
+        arrays, architecture, mean=architecture.mean, std=architecture.std)
+    folder = os.fspath(folder)
+    with atomic_write(folder, directory=True) as temporary:
+        os.makedirs(temporary)
+        # transformers refuses safetensors files without a "format" entry in their metadata.
+        safetensors_numpy.save_file(
+            {k: np.ascontiguousarray(v, "float32") for k, v in tensors.items()},
+            os.path.join(temporary, "model.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(temporary, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+        if processor is not None:
+            with open(os.path.join(temporary, "preprocessor_config.json"), "w") as f:
+                json.dump(processor, f, indent=2)
+    return folder

@@ -270,6 +270,56 @@ def adapt(
     return adapted
 
 
+def fold_input_normalization(model, mean, std):
+    """Makes a model trained on `(x / 255 - mean) / std` inputs take `x / 127.5 - 1` instead.
+
+    Checkpoints of other libraries (DeiT, DINO, MAE: ImageNet's mean and std) were trained on
+    inputs normalized per channel; keras_vit's training binary feeds `[-1, 1]` pixels. The
+    change of input is affine per channel, `z_c = a_c x_c + b_c` with `a_c = 1 / (2 std_c)`
+    and `b_c = (0.5 - mean_c) / std_c`, and the patch embedding is linear on non-overlapping
+    patches, so it is folded into its kernel and bias (`K' = K a`, `bias' = bias + sum K b`):
+    the model computes on `[-1, 1]` inputs what it computed on normalized ones, before any
+    training. Changes `model` in place.
+
+    Args:
+        model: a plain (not hybrid) ViT built by `keras_vit.ViT`.
+        mean, std: sequences of floats, one per input channel: the normalization the model
+            was trained with, on [0, 1] pixels.
+
+    Raises:
+        ValueError: a hybrid (its first layer is a ResNet convolution with padding, not a
+            patch projection), or `mean` / `std` of the wrong length or a non-positive std.
+
+    Example:
+
+    >>> model = keras_vit.ViT("mu/4", image_size=16, num_classes=0)  # pooled features
+    >>> x = np.random.default_rng(0).uniform(-1, 1, (1, 16, 16, 3)).astype("float32")
+    >>> before = keras.ops.convert_to_numpy(model(((x + 1) / 2 - 0.45) / 0.25))
+    >>> fold_input_normalization(model, mean=[0.45] * 3, std=[0.25] * 3)
+    >>> bool(np.allclose(keras.ops.convert_to_numpy(model(x)), before, atol=1e-4))
+    True
+    """
+    if model_layers.find_layer(model, "conv_root") is not None:
+        raise ValueError(
+            f"Model {model.name!r} is a hybrid: its ResNet's padded convolution cannot take "
+            f"the input normalization folded in")
+    patches = model_layers.find_layer(model, "patch_embedding")
+    if patches is None:
+        raise ValueError(f"Model {model.name!r} has no patch embedding")
+    channels = patches.num_channels
+    mean, std = (np.asarray(v, "float64").reshape(-1) for v in (mean, std))
+    if mean.shape != (channels,) or std.shape != (channels,) or (std <= 0).any():
+        raise ValueError(
+            f"mean {mean.tolist()} and std {std.tolist()} must have {channels} values each "
+            f"(the model's input channels), std positive")
+    kernel = np.asarray(ops.convert_to_numpy(patches.projection.kernel), "float64")
+    bias = np.asarray(ops.convert_to_numpy(patches.projection.bias), "float64")
+    scale, shift = 1.0 / (2.0 * std), (0.5 - mean) / std
+    patches.projection.kernel.assign((kernel * scale[:, None]).astype("float32"))
+    patches.projection.bias.assign(
+        (bias + np.einsum("pqcd,c->d", kernel, shift)).astype("float32"))
+
+
 HEAD_PLANS = ("keep", "zero_init", "none")
 
 

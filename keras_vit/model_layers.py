@@ -9,6 +9,7 @@ here, by role, instead of by string in each module:
 | `preprocessing`      | `preprocessing`      | `Rescaling` (raw-pixel input) |
 | `patch_embedding`    | `patch_embedding`    | `PatchEmbedding`           |
 | `class_token`        | `class_token`        | `ClassToken`               |
+| `distillation_token` | `distillation_token` | `ClassToken` (DeiT)        |
 | `position_embedding` | `position_embedding` | `PositionEmbedding`        |
 | (blocks)             | `encoder_block_{i}`  | `TransformerBlock`         |
 | `encoder_norm`       | `encoder_norm`       | `LayerNormalization`       |
@@ -36,6 +37,7 @@ ROLES = {
     "preprocessing": ("preprocessing", keras.layers.Rescaling),
     "patch_embedding": ("patch_embedding", PatchEmbedding),
     "class_token": ("class_token", ClassToken),
+    "distillation_token": ("distillation_token", ClassToken),
     "position_embedding": ("position_embedding", PositionEmbedding),
     "encoder_norm": ("encoder_norm", keras.layers.LayerNormalization),
     "pooling": ("pooling", TokenPooling),

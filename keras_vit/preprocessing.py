@@ -9,7 +9,7 @@ different sizes.
 import keras
 from keras import ops
 
-from keras_vit import presets
+from keras_vit import hub, presets
 from keras_vit.validation import check_number
 
 
@@ -28,12 +28,15 @@ def preprocess_images(images, preset=None, *, image_size=None, crop_fraction=Non
             or float dtype, any backend's tensor or NumPy; or a list of images of different
             sizes.
         preset: str, `keras_vit.presets.Preset` or None. Takes `image_size` and `crop_fraction`
-            from the preset unless they are given.
+            from the preset unless they are given. A Hub checkpoint (`"hf://ORG/NAME"`, a
+            checkpoint folder) gives them too, and its own mean and std (its
+            `preprocessor_config.json`, timm's `pretrained_cfg`) replace the [-1, 1] scaling;
+            only its configs are read.
         image_size: int or (height, width). The model's input size. Required without a preset.
         crop_fraction: float in (0, 1]. Defaults to the preset's, else 1.
-        rescale: bool. Scale to [-1, 1] (for a model built with the default
-            `include_preprocessing=False`); False keeps [0, 255] (for
-            `include_preprocessing=True`). Defaults to True.
+        rescale: bool. Scale to [-1, 1], or with a Hub checkpoint's mean and std
+            (for a model built with the default `include_preprocessing=False`); False keeps
+            [0, 255] (for `include_preprocessing=True`). Defaults to True.
 
     Returns:
         float32 tensor (B, height, width, C) (a single image gets a batch of one).
@@ -44,7 +47,16 @@ def preprocess_images(images, preset=None, *, image_size=None, crop_fraction=Non
     >>> tuple(batch.shape), round(float(ops.min(batch)), 4), round(float(ops.max(batch)), 4)
     ((1, 16, 16, 3), 1.0, 1.0)
     """
-    if preset is not None:
+    mean_std = None
+    if preset is not None and hub.is_reference(preset):
+        from keras_vit import checkpoints  # checkpoints -> finetune -> ... -> preprocessing
+
+        arch = checkpoints.read_checkpoint(preset, config_only=True).architecture
+        image_size = arch.image_size if image_size is None else image_size
+        crop_fraction = arch.crop_fraction if crop_fraction is None else crop_fraction
+        if arch.mean is not None:
+            mean_std = (arch.mean, arch.std)
+    elif preset is not None:
         if isinstance(preset, str):
             preset = presets.get(preset)
         image_size = preset.image_size if image_size is None else image_size
@@ -56,8 +68,9 @@ def preprocess_images(images, preset=None, *, image_size=None, crop_fraction=Non
     check_number("crop_fraction", crop_fraction, 0.0, 1.0, low_open=True, high_open=False)
     if isinstance(images, (list, tuple)):
         return ops.concatenate(
-            [preprocess_images(image, image_size=(height, width), crop_fraction=crop_fraction,
-                               rescale=rescale) for image in images],
+            [_finish(preprocess_images(image, image_size=(height, width),
+                                       crop_fraction=crop_fraction, rescale=False),
+                     rescale, mean_std) for image in images],
             axis=0,
         )
     images = ops.convert_to_tensor(images)
@@ -79,7 +92,17 @@ def preprocess_images(images, preset=None, *, image_size=None, crop_fraction=Non
         images = images[:, top:top + height, left:left + width, :]
     # Bilinear antialiased resizing stays within the input's range up to rounding.
     images = ops.clip(images, 0.0, 255.0)
-    return images / 127.5 - 1.0 if rescale else images
+    return _finish(images, rescale, mean_std)
+
+
+def _finish(images, rescale, mean_std):
+    """[0, 255] pixels to the model's input: kept, `x / 127.5 - 1`, or `(x / 255 - mean) / std`."""
+    if not rescale:
+        return images
+    if mean_std is None:
+        return images / 127.5 - 1.0
+    mean, std = (ops.convert_to_tensor(list(v), "float32") for v in mean_std)
+    return (images / 255.0 - mean) / std
 
 
 def _resize(images, size):

@@ -27,6 +27,18 @@ class VariantSpec:
             for a plain ViT. Defaults to ().
         resnet_width: int. Filters of the ResNet's root conv (64 is
             "x1"); a multiple of 32. Ignored for a plain ViT. Defaults to 64.
+        layer_norm_epsilon: float. Epsilon of every LayerNorm: 1e-6 in the
+            paper's code and timm, 1e-12 in transformers' ViT, DeiT and MAE.
+            Defaults to 1e-6.
+        approximate_gelu: bool. The MLP's GELU in the tanh form (the paper's
+            JAX code and its checkpoints) or the exact erf form (transformers,
+            timm). Defaults to True.
+        distillation_token: bool. A second learnable token after the [class]
+            token, as DeiT's distilled models (Touvron et al., 2021,
+            https://arxiv.org/abs/2012.12877) have. Defaults to False.
+
+    The last three are the small differences of the checkpoints made by other
+    libraries (`keras_vit.converters`); a variant name gives the paper's values.
 
     For a hybrid, `patch_size` is the patch side on the feature map (1 for
     the paper's hybrids) and `stride` the side in pixels of the image area
@@ -47,6 +59,9 @@ class VariantSpec:
     num_heads: int
     resnet_units: tuple = ()
     resnet_width: int = 64
+    layer_norm_epsilon: float = 1e-6
+    approximate_gelu: bool = True
+    distillation_token: bool = False
 
     def __post_init__(self):
         # A list would make the spec unhashable and compare unequal to the

@@ -1,10 +1,12 @@
 """`ViT(...)`: the Vision Transformer as a Functional `keras.Model`."""
 
+import dataclasses
 import os
 
 import keras
+import numpy as np
 
-from keras_vit import checkpoints, downloads, finetune, model_layers, presets, variants
+from keras_vit import checkpoints, downloads, finetune, hub, model_layers, presets, variants
 from keras_vit.layers import (
     ClassToken,
     PatchEmbedding,
@@ -33,7 +35,7 @@ def ViT(
     weights=None,
     name=None,
     num_channels=3,
-    approximate_gelu=True,
+    approximate_gelu=None,
     dynamic_image_size=False,
     remat=False,
 ):
@@ -53,7 +55,13 @@ def ViT(
     `ViT(weights="augreg_b16_i21k_i1k_224")` alone builds that checkpoint's
     architecture and loads it (downloaded once into the Keras cache, see
     `keras_vit.downloads`); `image_size` and `num_classes` then adapt it as
-    for any checkpoint.
+    for any checkpoint. So does a Hugging Face Hub checkpoint:
+    `ViT(weights="hf://google/vit-base-patch16-224")` builds what its
+    `config.json` states (LayerNorm epsilon, GELU form, distillation token,
+    head or none) and returns what transformers' or timm's default forward
+    returns: logits for a classifier, the pooled representation for a
+    backbone. With `include_preprocessing=True` such a model normalizes raw
+    pixels with the checkpoint's own mean and std.
 
     Args:
         variant: str. `"SIZE/PATCH"`: a size from `keras_vit.variants.SIZES`
@@ -69,11 +77,15 @@ def ViT(
         image_size: int or (height, width). Both must be divisible by the
             patch size (a hybrid's stride). Defaults to the preset's, else
             224.
-        num_classes: int. Outputs of the head. Defaults to the preset's,
-            else 1000.
-        pooling: str. `"token"` (the [class] token) or `"gap"` (global
-            average pooling of the patch tokens, no class token). Defaults
-            to the preset's, else `"token"`.
+        num_classes: int. Outputs of the head; 0 for no head (the model
+            returns the pooled representation, after the pre-logits layer if
+            it has one: timm's `num_classes=0`). Defaults to the preset's or
+            checkpoint's (0 for a backbone such as DINO or MAE), else 1000.
+        pooling: str. `"token"` (the [class] token), `"gap"` (global
+            average pooling of the patch tokens, no class token) or
+            `"distilled"` (DeiT's [class] and distillation tokens,
+            concatenated: one head on them is the mean of DeiT's two heads).
+            Defaults to the preset's or checkpoint's, else `"token"`.
         representation_size: int or None. Width of the pre-logits
             `Dense + tanh` layer of the paper's pre-training head; None for
             the single linear layer used when fine-tuning. With a preset,
@@ -93,7 +105,13 @@ def ViT(
             training binary's input pipeline and the checkpoints' own code
             produce them.
         weights: None; the name of a released checkpoint in
-            `keras_vit.presets`; a path to a `.weights.h5` file of the same
+            `keras_vit.presets`; a Hugging Face Hub checkpoint
+            `"hf://ORG/NAME[@REVISION]"` of transformers (`vit`, `deit`,
+            `vit_mae`) or timm (`vit_*`, `deit_*`), a folder holding one
+            (`config.json` + safetensors), or a `.safetensors` file with its
+            `config.json` beside it: the architecture is then the one its
+            config states (`keras_vit.checkpoints.read_checkpoint`); a path
+            to a `.weights.h5` file of the same
             architecture, to a `.keras` model of the same variant and
             pooling, or to a released `.npz` checkpoint
             (`keras_vit.checkpoints.load_npz`); or an http(s):// or gs://
@@ -105,9 +123,10 @@ def ViT(
             to None (random init).
         name: str or None. Model name. Defaults to e.g. `"vit_b16"`.
         num_channels: int. Channels of the input images. Defaults to 3.
-        approximate_gelu: bool. Tanh approximation of GELU (as the
+        approximate_gelu: bool or None. Tanh approximation of GELU (as the
             reference implementation and its released weights) or the exact
-            erf form. Defaults to True.
+            erf form (transformers, timm). Defaults to None: the variant's
+            (a Hub checkpoint's config), True for a variant name.
         dynamic_image_size: bool. Whether the model takes images of any
             size: its input is (None, None, num_channels) and each call's
             patch grid comes from its images (any height and width divisible
@@ -134,7 +153,14 @@ def ViT(
     >>> tuple(model(np.zeros((2, 16, 16, 3))).shape)
     (2, 10)
     """
-    weights, preset = _resolve_weights(weights)
+    weights, preset, checkpoint = _resolve_weights(weights)
+    if checkpoint is not None:
+        variant, image_size, pooling, num_classes, representation_size, preprocessing = (
+            _settings_from_checkpoint(checkpoint, variant, image_size, pooling, num_classes,
+                                      representation_size, include_top))
+        num_channels = checkpoint.architecture.num_channels
+    else:
+        preprocessing = None
     if preset is not None:
         if variant is not None and variants.parse_variant(variant).name != (
             variants.parse_variant(preset.variant).name
@@ -159,6 +185,8 @@ def ViT(
     num_classes = 1000 if num_classes is None else num_classes
     pooling = "token" if pooling is None else pooling
     spec = variants.parse_variant(variant)
+    if approximate_gelu is not None and bool(approximate_gelu) != spec.approximate_gelu:
+        spec = dataclasses.replace(spec, approximate_gelu=bool(approximate_gelu))
     grid = patch_grid(
         image_size,
         spec.stride,
@@ -171,7 +199,14 @@ def ViT(
     )
     height, width = grid[0] * spec.stride, grid[1] * spec.stride
     check_pooling(pooling)
-    if include_top:
+    if spec.distillation_token != (pooling == "distilled") and pooling != "token":
+        raise ValueError(
+            f"pooling {pooling!r} needs a distillation token (a DeiT checkpoint's variant), "
+            f"and a distillation token needs pooling 'token' or 'distilled'"
+            if pooling == "distilled" else
+            f"pooling {pooling!r} cannot be used with a distillation token: expected 'token' "
+            f"or 'distilled'")
+    if include_top and num_classes != 0:
         check_positive_int("num_classes", num_classes)
     check_positive_int("representation_size", representation_size, allow_none=True)
     check_positive_int("num_channels", num_channels)
@@ -187,7 +222,7 @@ def ViT(
             f"by num_heads {spec.num_heads}"
         )
 
-    num_prefix_tokens = 1 if pooling == "token" else 0
+    num_prefix_tokens = (1 if pooling != "gap" else 0) + int(spec.distillation_token)
 
     # Under a keras.RematScope around ViT(...), the Transformer blocks are created in the
     # caller's scope, so that it selects them; they are recomputed as units
@@ -202,12 +237,15 @@ def ViT(
             images = keras.Input(shape=(height, width, num_channels), name="images")
         x = images
         if include_preprocessing:
-            # [0, 255] -> [-1, 1], x / 127.5 - 1: the checkpoints' input range.
-            x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")(x)
+            x = _preprocessing_layer(preprocessing, num_channels)(x)
         if spec.is_hybrid:
             x = resnet_stem(x, spec.resnet_units, spec.resnet_width)
         x = PatchEmbedding(spec.patch_size, spec.hidden_dim, name="patch_embedding")(x)
-        if num_prefix_tokens:
+        if spec.distillation_token:
+            # DeiT's distillation token, prepended before the [class] token is, so that the
+            # sequence is [class, distillation, patches] as in DeiT.
+            x = ClassToken(name="distillation_token")(x)
+        if pooling != "gap":
             x = ClassToken(name="class_token")(x)
         if dynamic_image_size:
             # The grid of each call comes from the images' shape; the embeddings are stored for
@@ -232,12 +270,14 @@ def ViT(
             dropout=dropout,
             attention_dropout=attention_dropout,
             drop_path_rate=drop_path_rate * i / max(spec.depth - 1, 1),
-            approximate_gelu=approximate_gelu,
+            layer_norm_epsilon=spec.layer_norm_epsilon,
+            approximate_gelu=spec.approximate_gelu,
             remat=remat,
             name=f"encoder_block_{i}",
         )(x, first_token_only=(pooling == "token" and i == spec.depth - 1))
     with keras.RematScope(mode=None):
-        x = keras.layers.LayerNormalization(epsilon=1e-6, name="encoder_norm")(x)
+        x = keras.layers.LayerNormalization(epsilon=spec.layer_norm_epsilon,
+                                            name="encoder_norm")(x)
         x = TokenPooling(pooling, num_prefix_tokens=num_prefix_tokens, name="pooling")(x)
         if include_top:
             if representation_size is not None:
@@ -245,12 +285,60 @@ def ViT(
                     representation_size, activation="tanh", name="pre_logits"
                 )(x)
             # Zero-initialized (the paper's fine-tuning head); float32 logits
-            # under mixed precision.
-            x = model_layers.head_layer(num_classes)(x)
+            # under mixed precision. num_classes=0: a backbone, no head (timm's convention).
+            if num_classes:
+                x = model_layers.head_layer(num_classes)(x)
         model = keras.Model(images, x, name=_default_name(spec) if name is None else name)
-    if weights is not None:
+    if checkpoint is not None:
+        checkpoints.load_checkpoint(model, checkpoint)
+    elif weights is not None:
         load_weights(model, weights)
     return model
+
+
+def _settings_from_checkpoint(checkpoint, variant, image_size, pooling, num_classes,
+                              representation_size, include_top):
+    """The arguments of a Hub checkpoint's architecture, where the call leaves them unset.
+
+    `image_size`, `num_classes`, `pooling` and `representation_size` adapt it as they adapt a
+    preset; a `variant` that contradicts it is an error.
+    """
+    arch = checkpoint.architecture
+    if variant is not None:
+        given, own = variants.parse_variant(variant), arch.spec
+        fields = ("patch_size", "hidden_dim", "depth", "mlp_dim", "num_heads")
+        if any(getattr(given, f) != getattr(own, f) for f in fields):
+            raise ValueError(
+                f"variant {variant!r} contradicts weights {checkpoint.name!r}, whose config "
+                f"states " + ", ".join(f"{f} {getattr(own, f)}" for f in fields)
+                + "; leave variant unset"
+            )
+    image_size = arch.image_size if image_size is None else image_size
+    pooling = arch.pooling if pooling is None else pooling
+    num_classes = arch.num_classes if num_classes is None else num_classes
+    if representation_size is None and include_top:
+        representation_size = finetune.default_pre_logits(
+            source_classes=arch.num_classes,
+            source_pre_logits=arch.representation_size,
+            target_classes=num_classes,
+        )
+    preprocessing = (arch.mean, arch.std) if arch.mean is not None else None
+    return arch.spec, image_size, pooling, num_classes, representation_size, preprocessing
+
+
+def _preprocessing_layer(mean_std, num_channels):
+    """Raw [0, 255] pixels -> the model's input: `x / 127.5 - 1`, or a checkpoint's mean/std."""
+    if mean_std is None or all(
+            m == 0.5 and s == 0.5 for m, s in zip(*mean_std)):
+        # The paper's checkpoints' input range [-1, 1].
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")
+    mean, std = (np.broadcast_to(np.asarray(v, "float64"), (num_channels,)) for v in mean_std)
+    # (x / 255 - mean) / std = x * scale + offset, per channel.
+    return keras.layers.Rescaling(
+        [float(v) for v in 1.0 / (255.0 * std)],
+        offset=[float(v) for v in -mean / std],
+        name="preprocessing",
+    )
 
 
 def _default_name(spec):
@@ -264,23 +352,30 @@ def _default_name(spec):
 
 
 def _resolve_weights(weights):
-    """(local path or None, `Preset` or None) of a `weights` argument.
+    """(local path or None, `Preset` or None, `Checkpoint` or None) of a `weights` argument.
 
-    A URL is downloaded (once); a string that is neither a URL nor an
+    An `hf://` reference, a checkpoint folder or a `.safetensors` file is read
+    (`keras_vit.checkpoints.read_checkpoint`); pickled weights are refused
+    there. A URL is downloaded (once); a string that is neither a URL nor an
     existing file nor a weights file name (`.npz`, `.keras`, `.weights.h5`)
     is a preset name, and an unknown one is a ValueError listing the closest.
     """
     if weights is None:
-        return None, None
+        return None, None, None
+    if hub.is_reference(weights) or (
+            isinstance(weights, (str, os.PathLike))
+            and os.fspath(weights).endswith(hub.PICKLE_SUFFIXES)):
+        return None, None, checkpoints.read_checkpoint(weights)
     if isinstance(weights, str) and downloads.is_url(weights):
-        return downloads.fetch(weights), None
+        return downloads.fetch(weights), None, None
     path = os.fspath(weights)
     if os.path.exists(path) or path.endswith(_WEIGHT_SUFFIXES) or os.sep in path:
-        return path, None
+        return path, None, None
     preset = presets.get(path)
     return (
         downloads.fetch(preset.url, sha256=preset.sha256, size_bytes=preset.size_bytes),
         preset,
+        None,
     )
 
 

@@ -10,12 +10,14 @@ import pytest
 import keras_vit
 from keras_vit import (
     checkpoints,
+    converters,
     distribution,
     downloads,
     explain,
     fewshot,
     files,
     finetune,
+    hub,
     interpolation,
     labels,
     lora,
@@ -55,6 +57,8 @@ MODULES += [downloads, preprocessing, validation]  # weights by URL, raw images 
 MODULES += [lora]  # LoRA fine-tuning
 
 MODULES += [distribution]  # keras.distribution layouts (model parallelism on JAX)
+
+MODULES += [hub, converters]  # Hugging Face Hub checkpoints
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

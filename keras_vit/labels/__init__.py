@@ -125,8 +125,11 @@ def decode_predictions(preds, top=5, labels="imagenet2012", *, from_logits=None)
         preds: array of shape (batch, num_classes): a NumPy array or any backend's tensor, finite
             values. `num_classes` must be the label set's size.
         top: int. How many classes to return per image, 1 to num_classes. Defaults to 5.
-        labels: str. The label set: `"imagenet2012"` (alias `"imagenet1k"`, 1,000 classes) or
-            `"imagenet21k"` (21,843 classes). Defaults to `"imagenet2012"`.
+        labels: str or sequence of str. The label set: `"imagenet2012"` (alias
+            `"imagenet1k"`, 1,000 classes) or `"imagenet21k"` (21,843 classes); a Hub
+            checkpoint (`"hf://ORG/NAME"` or a checkpoint folder) whose config names its classes
+            (`id2label`, timm's `label_names`), e.g. a community fine-tune on food101; or the
+            class names themselves, in class order. Defaults to `"imagenet2012"`.
         from_logits: bool or None. True: `preds` are logits; False: probabilities; None: detect
             as above. Defaults to None.
 
@@ -142,8 +145,7 @@ def decode_predictions(preds, top=5, labels="imagenet2012", *, from_logits=None)
     >>> decode_predictions(logits, top=2)
     [[(207, 'golden retriever', 0.680...), (1, 'goldfish', 0.092...)]]
     """
-    canonical = _canonical(labels)
-    names = class_names(canonical)
+    names = _label_names(labels)
     num_classes = len(names)
     if from_logits not in (None, True, False):
         raise ValueError(f"from_logits must be True, False or None, received {from_logits!r}")
@@ -184,6 +186,27 @@ def decode_predictions(preds, top=5, labels="imagenet2012", *, from_logits=None)
         [(int(i), names[i], float(row[i])) for i in row_order]
         for row, row_order in zip(probs, order)
     ]
+
+
+def _label_names(labels):
+    """The class names of a `labels` argument of `decode_predictions`."""
+    if isinstance(labels, (list, tuple)):
+        if not labels or not all(isinstance(n, str) for n in labels):
+            raise ValueError(
+                f"labels as a sequence must be non-empty class names (str), received "
+                f"{list(labels)[:5]!r}")
+        return tuple(labels)
+    from keras_vit import hub  # the label sets need no Hub client
+
+    if hub.is_reference(labels):
+        from keras_vit import checkpoints
+
+        arch = checkpoints.read_checkpoint(labels, config_only=True).architecture
+        if not arch.class_names:
+            raise ValueError(f"{labels}: its config names no classes (no id2label or "
+                             f"label_names for a head)")
+        return arch.class_names
+    return class_names(_canonical(labels))
 
 
 def _look_like_probabilities(x, input_dtype):

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-POOLINGS = ("token", "gap")
+POOLINGS = ("token", "gap", "distilled")
 
 
 def check_pooling(pooling):
@@ -11,7 +11,7 @@ def check_pooling(pooling):
         raise ValueError(
             f"Unknown pooling {pooling!r}: expected one of {list(POOLINGS)} "
             f"('token' takes the [class] token, 'gap' averages the patch "
-            f"tokens)"
+            f"tokens, 'distilled' takes the [class] and distillation tokens)"
         )
 
 
@@ -21,11 +21,17 @@ class TokenPooling(keras.layers.Layer):
 
     The two image representations of the ViT paper: the final state of the
     [class] token (Section 3.1), or global average pooling of the patch
-    tokens (Appendix D.3).
+    tokens (Appendix D.3). DeiT's distilled models
+    ([Touvron et al., 2021](https://arxiv.org/abs/2012.12877)) add a third:
+    `"distilled"` concatenates the [class] and distillation tokens (the
+    first two) into (B, 2D). One linear head on that pair is the mean of
+    DeiT's two heads, `(W_cls x_cls + W_dist x_dist) / 2`, with the kernel
+    `[W_cls; W_dist] / 2` (`keras_vit.converters` loads them so).
 
     Args:
-        pooling: str. `"token"` (the first token) or `"gap"` (the mean of
-            the tokens after the prefix). Defaults to `"token"`.
+        pooling: str. `"token"` (the first token), `"gap"` (the mean of
+            the tokens after the prefix) or `"distilled"` (the first two
+            tokens, concatenated). Defaults to `"token"`.
         num_prefix_tokens: int. Tokens before the patch tokens, excluded
             from the mean with `"gap"`. Defaults to 0.
         **kwargs: base `keras.layers.Layer` arguments.
@@ -34,7 +40,7 @@ class TokenPooling(keras.layers.Layer):
         inputs: tokens (B, T, D).
 
     Returns:
-        (B, D) features.
+        (B, D) features; (B, 2D) with `"distilled"`.
 
     Example:
 
@@ -51,10 +57,15 @@ class TokenPooling(keras.layers.Layer):
     def call(self, inputs):
         if self.pooling == "token":
             return inputs[:, 0]
+        if self.pooling == "distilled":
+            return ops.concatenate([inputs[:, 0], inputs[:, 1]], axis=-1)
         return ops.mean(inputs[:, self.num_prefix_tokens :], axis=1)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[-1])
+        width = input_shape[-1]
+        if self.pooling == "distilled" and width is not None:
+            width = 2 * width
+        return (input_shape[0], width)
 
     def get_config(self):
         config = super().get_config()
