@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 
-from keras_vit import lora
+from keras_vit import hub, lora
 from keras_vit.layers.pooling import POOLINGS  # noqa: F401  (the model's own list; flags use it)
 from keras_vit.validation import check_choice, check_int, check_number
 from training import distribute, optim
@@ -64,7 +64,9 @@ class Config:
             a `.keras` model (its architecture is used, adapted by `keras_vit.finetune.adapt` to
             image_size and the dataset's classes; variant, pooling, representation_size and
             the dropout fields are then ignored) or a `.weights.h5` file of the configured
-            architecture. See `FINETUNE_DEFAULTS` and `Config.for_finetuning`.
+            architecture, or a Hub checkpoint (`hf://ORG/NAME[@REVISION]`, a folder with
+            `config.json` and safetensors), built as its config states and adapted as a
+            `.keras` model is. See `FINETUNE_DEFAULTS` and `Config.for_finetuning`.
         init_position_embeddings: str. With init_from at another resolution: "interpolate" the
             pre-trained position embeddings (the paper's recipe) or "reinitialize" them.
         lora_rank: int. With init_from: fine-tune low-rank adapters of this rank on the blocks'
@@ -222,11 +224,12 @@ class Config:
                      high_open=False)
         check_choice("init_position_embeddings", self.init_position_embeddings,
                       POSITION_EMBEDDING_INITS)
-        if self.init_from is not None:
+        if self.init_from is not None and not hub.is_reference(self.init_from):
             if not isinstance(self.init_from, str) or not self.init_from.endswith(
                     (".keras", ".weights.h5")):
                 raise ValueError(f"init_from must be a path to a '.keras' or '.weights.h5' "
-                                 f"file, received {self.init_from!r}")
+                                 f"file, or a Hub checkpoint ('hf://ORG/NAME', a folder with "
+                                 f"config.json and safetensors), received {self.init_from!r}")
             if not os.path.isfile(self.init_from):
                 raise ValueError(f"init_from file {self.init_from!r} does not exist")
         if self.lora_rank:

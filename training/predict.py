@@ -16,6 +16,7 @@ others are still classified, and the exit code is 1.
 
 import os
 import sys
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -25,7 +26,8 @@ from absl import app  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
 import keras_vit  # noqa: E402
-from keras_vit import checkpoints, downloads, explain, labels, model_layers, presets  # noqa: E402
+from keras_vit import (  # noqa: E402
+    checkpoints, downloads, explain, hub, labels, model_layers, presets)
 from keras_vit.preprocessing import preprocess_images  # noqa: E402
 from training import flags as training_flags  # noqa: E402
 from training import model_loading  # noqa: E402
@@ -35,8 +37,19 @@ _LABELS_BY_CLASSES = {1000: "imagenet2012", 21843: "imagenet21k"}
 
 
 def load_classifier(weights):
-    """(model, preset or None) for a preset name, a `.keras` path, or an `.npz` path or URL."""
+    """(model, preset or None) for a preset name, a `.keras` path, an `.npz` path or URL, or a
+    Hub checkpoint (`hf://ORG/NAME`, a folder).
+
+    A Hub checkpoint's model normalizes raw pixels itself (its own mean and std); its "preset"
+    is the checkpoint's `keras_vit.converters.Architecture` (`labels` its class names).
+    """
     weights = os.fspath(weights)
+    if hub.is_reference(weights):
+        checkpoint = checkpoints.read_checkpoint(weights, config_only=True)
+        model = keras_vit.ViT(weights=weights, include_preprocessing=True)
+        arch = checkpoint.architecture
+        return model, types.SimpleNamespace(labels=arch.class_names,
+                                            crop_fraction=arch.crop_fraction)
     if weights.endswith(".keras") and not downloads.is_url(weights):
         return model_loading.load_model(weights), None
     if weights.endswith(".npz"):
@@ -73,7 +86,8 @@ def predict(weights, image_paths, *, top=5, label_set="auto", rollout_dir=None, 
     """Classifies `image_paths`; prints a table; returns ({path: [(index, name, p)]}, errors).
 
     Args:
-        weights: str. A preset name, `.keras` path, or `.npz` path or URL.
+        weights: str. A preset name, `.keras` path, `.npz` path or URL, or Hub checkpoint
+            (`hf://ORG/NAME[@REVISION]`, a folder with `config.json` and safetensors).
         image_paths: list of str.
         top: int. Classes printed per image.
         label_set: str. "auto" (the preset's, else by class count), "imagenet2012",
@@ -93,7 +107,8 @@ def predict(weights, image_paths, *, top=5, label_set="auto", rollout_dir=None, 
         label_set = preset.labels if preset is not None else _LABELS_BY_CLASSES.get(num_classes)
     elif label_set == "none":
         label_set = None
-    names = labels.class_names(label_set) if label_set else None
+    names = (labels.class_names(label_set) if isinstance(label_set, str) else label_set) if (
+        label_set) else None
     if names is not None and len(names) != num_classes:
         raise ValueError(f"label set {label_set!r} has {len(names)} classes; the model has "
                          f"{num_classes}")

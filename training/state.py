@@ -12,7 +12,7 @@ import tensorflow as tf
 from absl import logging
 
 import keras_vit
-from keras_vit import finetune, lora, model_layers
+from keras_vit import checkpoints, finetune, hub, lora, model_layers
 from training import checkpointing, model_loading, optim
 
 
@@ -43,9 +43,24 @@ class TrainState:
 
 
 def load_pretrained(config):
-    """The `.keras` model of `config.init_from`, or None (no init_from, or a `.weights.h5`)."""
+    """The model of `config.init_from`, or None (no init_from, or a `.weights.h5`).
+
+    A `.keras` model, or a Hub checkpoint (`hf://ORG/NAME`, a folder with `config.json` and
+    safetensors) built as its config states; `create_model` adapts either to the run.
+    """
     if config.init_from is not None and config.init_from.endswith(".keras"):
         return model_loading.load_model(config.init_from)
+    if config.init_from is not None and hub.is_reference(config.init_from):
+        model = keras_vit.ViT(weights=config.init_from)
+        arch = checkpoints.read_checkpoint(config.init_from, config_only=True).architecture
+        if arch.mean is not None:
+            # The input pipeline feeds x / 127.5 - 1; the checkpoint was trained on its own
+            # mean and std: the change is folded into the patch embedding, exactly.
+            finetune.fold_input_normalization(model, arch.mean, arch.std)
+            logging.info("%s: its input normalization (mean %s, std %s) folded into the "
+                         "patch embedding, for [-1, 1] inputs", config.init_from, arch.mean,
+                         arch.std)
+        return model
     return None
 
 
