@@ -171,15 +171,8 @@ def ViT(
                 f"{preset.variant!r}"
             )
         variant = preset.variant
-        image_size = preset.image_size if image_size is None else image_size
-        pooling = preset.pooling if pooling is None else pooling
-        num_classes = preset.num_classes if num_classes is None else num_classes
-        if representation_size is None and include_top:
-            representation_size = finetune.default_pre_logits(
-                source_classes=preset.num_classes,
-                source_pre_logits=preset.representation_size,
-                target_classes=num_classes,
-            )
+        image_size, pooling, num_classes, representation_size = _unset_from(
+            preset, image_size, pooling, num_classes, representation_size, include_top)
     variant = "B/16" if variant is None else variant
     image_size = 224 if image_size is None else image_size
     num_classes = 1000 if num_classes is None else num_classes
@@ -313,17 +306,27 @@ def _settings_from_checkpoint(checkpoint, variant, image_size, pooling, num_clas
                 f"states " + ", ".join(f"{f} {getattr(own, f)}" for f in fields)
                 + "; leave variant unset"
             )
-    image_size = arch.image_size if image_size is None else image_size
-    pooling = arch.pooling if pooling is None else pooling
-    num_classes = arch.num_classes if num_classes is None else num_classes
-    if representation_size is None and include_top:
-        representation_size = finetune.default_pre_logits(
-            source_classes=arch.num_classes,
-            source_pre_logits=arch.representation_size,
-            target_classes=num_classes,
-        )
+    image_size, pooling, num_classes, representation_size = _unset_from(
+        arch, image_size, pooling, num_classes, representation_size, include_top)
     preprocessing = (arch.mean, arch.std) if arch.mean is not None else None
     return arch.spec, image_size, pooling, num_classes, representation_size, preprocessing
+
+
+def _unset_from(source, image_size, pooling, num_classes, representation_size, include_top):
+    """The arguments left unset, from a `Preset` or a checkpoint's `Architecture`.
+
+    The pre-logits layer stays only with the source's head (`finetune.default_pre_logits`).
+    """
+    image_size = source.image_size if image_size is None else image_size
+    pooling = source.pooling if pooling is None else pooling
+    num_classes = source.num_classes if num_classes is None else num_classes
+    if representation_size is None and include_top:
+        representation_size = finetune.default_pre_logits(
+            source_classes=source.num_classes,
+            source_pre_logits=source.representation_size,
+            target_classes=num_classes,
+        )
+    return image_size, pooling, num_classes, representation_size
 
 
 def _preprocessing_layer(mean_std, num_channels):

@@ -191,29 +191,20 @@ def test_transformers_vit_backbone_returns_its_pooled_output(tmp_path, pooler):
     assert "head" not in [layer.name for layer in model.layers]
 
 
-def test_transformers_deit_distilled_equals_the_mean_of_its_heads(tmp_path):
+@pytest.mark.parametrize("distilled", [True, False], ids=["with_teacher", "class_token_head"])
+def test_transformers_deit_equals_transformers(tmp_path, distilled):
     config = transformers.DeiTConfig(**TINY, num_labels=4)
-    reference = _randomize(transformers.DeiTForImageClassificationWithTeacher(config), seed=2)
-    folder = _save_hf(reference, tmp_path / "deit")
-    model = keras_vit.ViT(weights=folder)
+    cls = (transformers.DeiTForImageClassificationWithTeacher if distilled
+           else transformers.DeiTForImageClassification)
+    reference = _randomize(cls(config), seed=2)
+    model = keras_vit.ViT(weights=_save_hf(reference, tmp_path / "deit"))
     nhwc, nchw = _images()
     with torch.no_grad():
-        logits = reference(pixel_values=nchw).logits
+        logits = reference(pixel_values=nchw).logits  # distilled: the mean of the two heads
     _assert_close(model(nhwc), logits)
-    # [class], distillation, 16 patches.
+    # [class], distillation, 16 patches; one head on the pair, or on the [class] token.
     assert model.get_layer("position_embedding").embeddings.shape == (1, 18, 32)
-    assert model.get_layer("head").kernel.shape == (64, 4)
-
-
-def test_transformers_deit_single_head_classifies_from_the_class_token(tmp_path):
-    config = transformers.DeiTConfig(**TINY, num_labels=4)
-    reference = _randomize(transformers.DeiTForImageClassification(config), seed=4)
-    folder = _save_hf(reference, tmp_path / "deit1")
-    model = keras_vit.ViT(weights=folder)
-    nhwc, nchw = _images()
-    with torch.no_grad():
-        logits = reference(pixel_values=nchw).logits
-    _assert_close(model(nhwc), logits)
+    assert model.get_layer("head").kernel.shape == ((64, 4) if distilled else (32, 4))
 
 
 def test_transformers_mae_encoder_equals_unmasked_mae(tmp_path):
@@ -466,3 +457,16 @@ def test_a_distilled_model_adapts_explains_and_saves(tmp_path):
         keras_vit.ViT(weights=str(tmp_path / "deit"), pooling="gap")
     with pytest.raises(ValueError, match="pooling 'distilled' needs a distillation token"):
         keras_vit.ViT("mu/4", image_size=16, pooling="distilled")
+
+
+def test_a_safetensors_file_without_its_config_is_refused(hf_vit, tmp_path):
+    import shutil
+
+    path = tmp_path / "model.safetensors"
+    shutil.copyfile(os.path.join(hf_vit[1], "model.safetensors"), path)
+    with pytest.raises(ValueError, match=r"model\.safetensors: no config\.json beside the "
+                                         r"weights\. keras_vit builds the model its config "
+                                         r"describes and never guesses"):
+        keras_vit.ViT(weights=str(path))
+    shutil.copyfile(os.path.join(hf_vit[1], "config.json"), tmp_path / "config.json")
+    assert keras_vit.ViT(weights=str(path)).output_shape == (None, 5)

@@ -231,12 +231,15 @@ def write(arrays, architecture, *, mean, std):
         raise ValueError(
             f"timm's vision_transformer has no pre-logits layer; this model has one of width "
             f"{architecture.representation_size}")
-    size = next((name for name, ours in _SIZES.items() if ours == spec.size), "base")
+    # A name timm registers, of the model's size where it has one; `model_args` set every
+    # dimension, so the name only has to exist.
     family = "deit" if spec.distillation_token else "vit"
+    registered = ("tiny", "small", "base") + (("large",) if family == "vit" else ())
+    size = next((n for n, ours in _SIZES.items() if ours == spec.size and n in registered),
+                "base")
     distilled = "distilled_" if spec.distillation_token else ""
     height, width = architecture.image_size
-    arch = f"{family}_{size if family == 'vit' or size != 'large' else 'base'}_{distilled}" \
-           f"patch16_224"
+    arch = f"{family}_{size}_{distilled}patch16_224"
     pooling = {"gap": "avg", "distilled": "token"}.get(architecture.pooling,
                                                        architecture.pooling)
     model_args = {
