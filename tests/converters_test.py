@@ -128,6 +128,16 @@ def test_hf_reference_with_only_pickles_is_refused(fake_hub, tmp_path):
     assert [p for _, p in fake_hub.hub_requests() if p.endswith(".bin")] == []
 
 
+def test_sharded_checkpoint_loads_as_the_whole(hf_vit, tmp_path):
+    reference, folder = hf_vit
+    reference.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert len([n for n in os.listdir(tmp_path / "sharded") if n.endswith(".safetensors")]) > 1
+    nhwc, _ = _images()
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(keras_vit.ViT(weights=str(tmp_path / "sharded"))(nhwc)),
+        keras.ops.convert_to_numpy(keras_vit.ViT(weights=folder)(nhwc)))
+
+
 def test_transformers_vit_takes_the_checkpoints_mean_and_std(hf_vit):
     reference, folder = hf_vit
     model = keras_vit.ViT(weights=folder, include_preprocessing=True)
@@ -470,3 +480,30 @@ def test_a_safetensors_file_without_its_config_is_refused(hf_vit, tmp_path):
         keras_vit.ViT(weights=str(path))
     shutil.copyfile(os.path.join(hf_vit[1], "config.json"), tmp_path / "config.json")
     assert keras_vit.ViT(weights=str(path)).output_shape == (None, 5)
+
+
+def test_transformers_vit_without_qkv_biases(tmp_path):
+    config = transformers.ViTConfig(**TINY, num_labels=3, qkv_bias=False)
+    reference = _randomize(transformers.ViTForImageClassification(config), seed=13)
+    model = keras_vit.ViT(weights=_save_hf(reference, tmp_path / "nobias"))
+    nhwc, nchw = _images()
+    with torch.no_grad():
+        _assert_close(model(nhwc), reference(pixel_values=nchw).logits)
+    # The fused projection's bias is zero where the checkpoint has none.
+    assert float(np.abs(keras.ops.convert_to_numpy(
+        model.get_layer("encoder_block_0").qkv.bias)).max()) == 0.0
+
+
+def test_old_gamma_beta_layer_norm_names_are_read(hf_vit, hf_copy):
+    reference, _ = hf_vit
+
+    def rename(tensors):
+        return {(k[:-len(".weight")] + ".gamma" if "layernorm" in k and k.endswith(".weight")
+                 else k[:-len(".bias")] + ".beta" if "layernorm" in k and k.endswith(".bias")
+                 else k): v for k, v in tensors.items()}
+
+    _rewrite(hf_copy, tensors=rename)
+    nhwc, nchw = _images()
+    with torch.no_grad():
+        _assert_close(keras_vit.ViT(weights=str(hf_copy))(nhwc),
+                      reference(pixel_values=nchw).logits)
