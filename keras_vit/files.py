@@ -5,11 +5,18 @@ Every file or directory keras_vit and its binaries write (`.npz` checkpoints, `.
 `atomic_write`: the writer fills a temporary path beside the target, and only a complete result
 is renamed onto the target. A process killed mid-write leaves the previous version (or nothing)
 under the target's name, never a half-written file that a later run would trust.
+
+What such a kill does leave is the temporary itself, `.NAME.PID.tmp[.SUFFIX]`, hidden beside
+the target; `remove_stale_temporaries(directory)` deletes those whose process no longer runs.
 """
 
 import contextlib
 import os
+import re
 import shutil
+
+# atomic_write's temporaries: ".STEM.PID.tmp" plus the target's suffix, if any.
+_TEMPORARY = re.compile(r"\.(?P<stem>[^.]+)\.(?P<pid>\d+)\.tmp(\..*)?")
 
 
 @contextlib.contextmanager
@@ -74,3 +81,46 @@ def _remove(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
         os.remove(path)
+
+
+def remove_stale_temporaries(directory):
+    """Removes `atomic_write` temporaries in `directory` whose writing process is gone.
+
+    SIGKILL (or a power cut) skips `atomic_write`'s clean-up; such a temporary is never trusted
+    (only a rename gives it the target's name), so removing it only frees the disk. A process is
+    looked up by its pid on this machine: a directory shared by several machines should have one
+    writer per directory (as a training workdir has: the chief).
+
+    Args:
+        directory: str or path-like. The directory to clean; a missing one is left alone.
+
+    Returns:
+        list of str: the paths removed.
+    """
+    directory = os.fspath(directory)
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for name in sorted(names):
+        match = _TEMPORARY.fullmatch(name)
+        if match and not _alive(int(match.group("pid"))):
+            path = os.path.join(directory, name)
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid):
+    if pid == os.getpid():
+        return False  # this process is not writing it: atomic_write removes its own first
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except OverflowError:
+        return False
+    return True

@@ -1,8 +1,14 @@
 """Tests of keras_vit/downloads.py against a loopback HTTP server started by the test."""
 
 import hashlib
+import http.server
+import io
 import os
+import re
 import socket
+import threading
+import time
+import zipfile
 
 import pytest
 
@@ -28,12 +34,59 @@ def test_first_call_downloads_second_makes_no_request(server, npz_bytes, keras_h
     url = server.url("/w/mu4.npz")
     path = downloads.fetch(url, sha256=hashlib.sha256(npz_bytes).hexdigest(),
                            size_bytes=len(npz_bytes), progress=False)
-    assert path == str(keras_home / "keras_vit" / "mu4.npz")
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    assert path == downloads.cache_path(url) == str(keras_home / "keras_vit" / f"{key}-mu4.npz")
     assert open(path, "rb").read() == npz_bytes
     assert server.hits == {"/w/mu4.npz": 1}
     assert downloads.fetch(url, progress=False) == path
     assert server.hits == {"/w/mu4.npz": 1}
-    assert _cache_listing(keras_home) == ["mu4.npz"]
+    assert _cache_listing(keras_home) == [f"{key}-mu4.npz"]
+
+
+def _zip_bytes(text):
+    """A small valid zip archive (so the .npz check passes) holding `text`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.npy", text)
+    return buffer.getvalue()
+
+
+def test_urls_with_the_same_file_name_are_cached_apart(server, keras_home):
+    # Another directory, another query, another host name for the same port: each its own file.
+    port = server.httpd.server_address[1]
+    bodies = {}
+    for i, path in enumerate(["/run1/model.npz", "/run2/model.npz", "/run2/model.npz?v=2"]):
+        bodies[server.url(path)] = server.files[path] = _zip_bytes(f"weights {i}")
+    bodies[f"http://localhost:{port}/run1/model.npz"] = server.files["/run1/model.npz"]
+    paths = {url: downloads.fetch(url, progress=False) for url in bodies}
+    assert len(set(paths.values())) == 4
+    for url, path in paths.items():
+        assert open(path, "rb").read() == bodies[url]
+        assert os.path.basename(path).endswith("-model.npz")
+    assert server.hits == {"/run1/model.npz": 2, "/run2/model.npz": 1, "/run2/model.npz?v=2": 1}
+    # A second round is served from the cache.
+    assert {url: downloads.fetch(url, progress=False) for url in bodies} == paths
+    assert sum(server.hits.values()) == 4
+
+
+def test_a_file_cached_under_the_old_name_is_used_only_when_its_sha256_is_given(
+        server, npz_bytes, keras_home):
+    cache = keras_home / "keras_vit"
+    cache.mkdir(parents=True)
+    # Cached by an older version under the bare file name, from some other URL.
+    old = _zip_bytes("another run's weights")
+    (cache / "model.npz").write_bytes(old)
+    server.files["/new/model.npz"] = npz_bytes
+    url = server.url("/new/model.npz")
+    # No hash to prove which file it is: ignored (and left alone), the URL is downloaded.
+    assert open(downloads.fetch(url, progress=False), "rb").read() == npz_bytes
+    assert server.hits == {"/new/model.npz": 1}
+    assert (cache / "model.npz").read_bytes() == old
+    # With the hash of the old file's bytes it is trusted, without a request.
+    other = server.url("/other/model.npz")
+    assert downloads.fetch(other, sha256=hashlib.sha256(old).hexdigest(),
+                           progress=False) == str(cache / "model.npz")
+    assert "/other/model.npz" not in server.hits
 
 
 def test_a_download_cut_halfway_caches_nothing(server, npz_bytes, keras_home):
@@ -83,7 +136,8 @@ def test_an_unreachable_url_says_where_to_put_the_file(keras_home):
         downloads.fetch(url, progress=False)
     message = str(error.value)
     assert message.startswith(f"could not download {url} (")
-    assert str(keras_home / "keras_vit" / "B_16.npz") in message
+    assert downloads.cache_path(url) in message
+    assert downloads.cache_path(url).startswith(str(keras_home / "keras_vit") + os.sep)
     assert "$KERAS_VIT_WEIGHTS_DIR" in message
 
 
@@ -104,14 +158,17 @@ def test_a_placed_file_is_used_and_stale_temporaries_are_removed(server, npz_byt
     cache = keras_home / "keras_vit"
     cache.mkdir(parents=True)
     # What a download killed by SIGKILL leaves: a temporary of a process that no longer exists.
-    stale = cache / ".x.999999999.tmp.npz"
+    stale = cache / ".0123456789abcdef-x.999999999.tmp.npz"
     stale.write_bytes(npz_bytes[:100])
     server.files["/x.npz"] = npz_bytes
     downloads.fetch(server.url("/x.npz"), progress=False)
-    assert _cache_listing(keras_home) == ["x.npz"]
+    assert _cache_listing(keras_home) == [os.path.basename(downloads.cache_path(
+        server.url("/x.npz")))]
     # A file placed by hand at the cache path is used without a request.
-    (cache / "hand.npz").write_bytes(npz_bytes)
-    assert downloads.fetch(server.url("/hand.npz"), progress=False) == str(cache / "hand.npz")
+    placed = downloads.cache_path(server.url("/hand.npz"))
+    with open(placed, "wb") as f:
+        f.write(npz_bytes)
+    assert downloads.fetch(server.url("/hand.npz"), progress=False) == placed
     assert "/hand.npz" not in server.hits
 
 
@@ -123,3 +180,105 @@ def test_bad_urls(url, message):
     with pytest.raises(ValueError) as error:
         downloads.fetch(url)
     assert str(error.value) == message
+
+
+class _SlowServer:
+    """Sends a 2000-byte body on 127.0.0.1: `first` bytes at once, then one byte each `every`
+    seconds (None: nothing more, the connection held open)."""
+
+    def __init__(self, first, every):
+        self.stop = threading.Event()
+        stop = self.stop
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the http.server API)
+                self.send_response(200)
+                self.send_header("Content-Length", "2000")
+                self.end_headers()
+                try:
+                    self.wfile.write(b"x" * first)
+                    self.wfile.flush()
+                    while not stop.wait(every if every is not None else 0.05):
+                        if every is not None:
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                except OSError:  # the client gave up
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/slow.npz"
+
+    def close(self):
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def slow_server():
+    servers = []
+    yield lambda first, every: servers.append(_SlowServer(first, every)) or servers[-1]
+    for s in servers:
+        s.close()
+
+
+def test_a_stalled_download_fails_at_its_deadline_naming_the_bytes_received(
+        slow_server, keras_home):
+    # 1000 of 2000 bytes arrive, then nothing: the deadline ends the wait (the old message said
+    # "after 0 bytes" here, read(n) having waited for all n).
+    url = slow_server(1000, None).url
+    with pytest.raises(ValueError) as error:
+        downloads.fetch(url, progress=False, timeout=0.5, min_rate=0)
+    assert str(error.value) == (
+        f"download of {url} failed after 1000 of 2000 bytes: it did not finish within 0.5 s "
+        "($KERAS_VIT_DOWNLOAD_TIMEOUT, or fetch's timeout=; 0 for no limit); nothing was "
+        "cached, try again")
+    assert _cache_listing(keras_home) == []
+
+
+def test_a_trickling_download_fails_at_its_deadline(slow_server, keras_home, monkeypatch):
+    url = slow_server(10, 0.02).url  # about 50 bytes/s: the 2000 bytes would take 40 s
+    monkeypatch.setenv(downloads.TIMEOUT_ENV, "0.5")
+    start = time.monotonic()
+    with pytest.raises(ValueError) as error:
+        downloads.fetch(url, progress=False, min_rate=0)
+    match = re.fullmatch(
+        rf"download of {re.escape(url)} stopped after (\d+) of 2000 bytes: it did not finish "
+        r"within 0.5 s \(\$KERAS_VIT_DOWNLOAD_TIMEOUT, or fetch's timeout=; 0 for no limit\); "
+        "nothing was cached", str(error.value))
+    assert match and 10 < int(match.group(1)) < 2000, str(error.value)
+    assert time.monotonic() - start < 30  # not the 40 s the whole body would take
+    assert _cache_listing(keras_home) == []
+
+
+def test_a_trickling_download_fails_below_the_minimum_rate(slow_server, keras_home, monkeypatch):
+    url = slow_server(10, 0.02).url
+    monkeypatch.setattr(downloads, "RATE_WINDOW_SECONDS", 0.4)
+    monkeypatch.setenv(downloads.MIN_RATE_ENV, "1000")
+    with pytest.raises(ValueError) as error:
+        downloads.fetch(url, progress=False)
+    match = re.fullmatch(
+        rf"download of {re.escape(url)} stopped after (\d+) of 2000 bytes: it received (\d+) "
+        r"bytes/s over 0 s, below the minimum of 1000 \(\$KERAS_VIT_MIN_DOWNLOAD_RATE, or "
+        r"fetch's min_rate=; 0 for no limit\); nothing was cached", str(error.value))
+    assert match and int(match.group(2)) < 1000, str(error.value)
+    assert _cache_listing(keras_home) == []
+
+
+@pytest.mark.parametrize("env, value, message", [
+    ("KERAS_VIT_DOWNLOAD_TIMEOUT", "soon",
+     "$KERAS_VIT_DOWNLOAD_TIMEOUT must be a number of 0 or more (0: no limit), received 'soon'"),
+    ("KERAS_VIT_MIN_DOWNLOAD_RATE", "-1",
+     "$KERAS_VIT_MIN_DOWNLOAD_RATE must be a number of 0 or more (0: no limit), received '-1'"),
+])
+def test_bad_limits_are_refused_before_any_request(server, env, value, message, monkeypatch):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ValueError) as error:
+        downloads.fetch(server.url("/w.npz"))
+    assert str(error.value) == message
+    assert server.hits == {}

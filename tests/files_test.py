@@ -36,3 +36,26 @@ def test_atomic_write_directory(tmp_path):
             raise OSError("disk full")
     assert (path / "v").read_text() == "2"
     assert sorted(os.listdir(tmp_path)) == ["saved_model"]
+
+
+def test_remove_stale_temporaries_keeps_live_writers_and_other_files(tmp_path):
+    import subprocess
+    import sys
+
+    from keras_vit.files import remove_stale_temporaries
+
+    # A process that has exited: its pid is free (and not reused within this test).
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    live = os.getppid()
+    names = [f".model.{dead}.tmp.keras", f".saved_model.{dead}.tmp", f".metrics.{live}.tmp.json",
+             "model.keras", ".model.keras", f".model.{dead}.keras"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    os.makedirs(tmp_path / f".ckpt.{dead}.tmp" / "variables")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(os.path.basename(p) for p in removed) == sorted(
+        [f".ckpt.{dead}.tmp", f".model.{dead}.tmp.keras", f".saved_model.{dead}.tmp"])
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [f".metrics.{live}.tmp.json", "model.keras", ".model.keras", f".model.{dead}.keras"])
+    assert remove_stale_temporaries(tmp_path / "missing") == []

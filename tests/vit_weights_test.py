@@ -1,11 +1,13 @@
 """Tests of `keras_vit.ViT`'s `weights=` by URL and by preset name, and of raw-image input."""
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
 
 import keras_vit
+from keras_vit import downloads
 
 # Every test downloads into an empty Keras cache of its own (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("keras_home")
@@ -32,7 +34,9 @@ def test_weights_by_url_download_once_and_load_exactly(server, source, keras_hom
         atol=1e-5)
     keras_vit.ViT("mu/4", image_size=16, num_classes=3, weights=url)
     assert server.hits == {"/ckpt/mu4_16.npz": 1}
-    assert (keras_home / "keras_vit" / "mu4_16.npz").read_bytes() == data
+    cached = downloads.cache_path(url)  # keyed by the whole URL, under $KERAS_HOME/keras_vit
+    assert cached.startswith(str(keras_home / "keras_vit") + os.sep)
+    assert open(cached, "rb").read() == data
 
 
 def test_weights_by_url_adapt_like_a_path(server, source):
