@@ -600,7 +600,7 @@ def _source(dataset, data_dir, channels):
     # Features first: they are known without data, and a text dataset should be told so, not
     # told to download itself.
     image_feature, class_names = _check_features(builder)
-    _prepare(builder, dataset)
+    builder = _prepare(builder, dataset)
     return _Source(builder, image_feature, class_names, channels or image_feature.shape[-1] or 3)
 
 
@@ -638,18 +638,59 @@ def _builder(dataset, data_dir):
 
 
 def _prepare(builder, dataset):
-    """Prepares an embedded dataset on first use; ValueError for any other unprepared one."""
+    """Prepares an embedded dataset on first use; ValueError for any other unprepared one.
+
+    Returns the builder to read: `builder`, or a new one when the data was prepared here or by
+    another process meanwhile (a builder reads the prepared splits' sizes when it is made).
+    """
     if builder.is_prepared():
-        return
-    if builder.name in training.datasets.EMBEDDED_DATASETS:
-        # Generated from a package on this machine: no network involved.
-        builder.download_and_prepare()
-        return
-    raise ValueError(
-        f"dataset {dataset!r} is not prepared in data_dir {os.fspath(builder.data_dir_root)!r} "
-        "and the training binary never downloads data; prepare it there first (e.g. "
-        f"`tfds build {builder.name} --data_dir=DIR` on a machine with network access)"
-    )
+        return builder
+    if builder.name not in training.datasets.EMBEDDED_DATASETS:
+        raise ValueError(
+            f"dataset {dataset!r} is not prepared in data_dir "
+            f"{os.fspath(builder.data_dir_root)!r} and the training binary never downloads data; "
+            f"prepare it there first (e.g. `tfds build {builder.name} --data_dir=DIR` on a "
+            "machine with network access)"
+        )
+    # Generated from a package on this machine: no network involved. Several processes may
+    # start at once on one data_dir (every worker of a multi-worker run on a fresh machine or a
+    # shared file system): TFDS renames its finished folder onto the dataset's, and the second
+    # rename fails. One process prepares under a lock, the others wait and then read its data.
+    root = os.fspath(builder.data_dir_root)
+    os.makedirs(root, exist_ok=True)
+    with _file_lock(os.path.join(root, f".{builder.name}.prepare.lock")):
+        fresh = tfds.builder(builder.name, data_dir=root, version=str(builder.version))
+        if not fresh.is_prepared():
+            try:
+                fresh.download_and_prepare()
+            except FileExistsError:
+                # A file system without locks, and another process won the rename: its data is
+                # used when complete, else this error stands.
+                fresh = tfds.builder(builder.name, data_dir=root, version=str(builder.version))
+                if not fresh.is_prepared():
+                    raise
+                return fresh
+        return tfds.builder(builder.name, data_dir=root, version=str(builder.version))
+
+
+@contextlib.contextmanager
+def _file_lock(path):
+    """An exclusive `flock` on `path` for the block; the OS releases it if the process dies.
+
+    Where the file system has no locks (some network mounts), the block runs unlocked.
+    """
+    import fcntl
+
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:  # ENOLCK, EOPNOTSUPP: no locks here
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _unknown_dataset_message(dataset, data_dir):
