@@ -55,7 +55,9 @@ def test_init_from_errors(tmp_path):
     with pytest.raises(ValueError, match=r"init_from file '.*missing.keras' does not exist"):
         config_lib.Config(init_from=str(tmp_path / "missing.keras")).validate()
     with pytest.raises(ValueError, match=r"init_from must be a path to a '.keras' or "
-                                         r"'.weights.h5' file, received 'model.pt'"):
+                                         r"'.weights.h5' file, or a Hub checkpoint "
+                                         r"\('hf://ORG/NAME', a folder with config.json and "
+                                         r"safetensors\), received 'model.pt'"):
         config_lib.Config(init_from="model.pt").validate()
     with pytest.raises(ValueError, match=r"Unknown init_position_embeddings 'zeros'"):
         config_lib.Config(init_position_embeddings="zeros").validate()
