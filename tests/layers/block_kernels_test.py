@@ -200,7 +200,15 @@ def test_gelu_in_bfloat16_equals_float32_between_casts(approximate):
     as_f32 = lambda t: to_numpy(keras.ops.cast(t, "float32"))  # noqa: E731
     if keras.backend.backend() == "torch":
         np.testing.assert_array_equal(as_f32(out), as_f32(cast_out))
-        np.testing.assert_array_equal(as_f32(grad), as_f32(cast_grad))
+        if approximate:
+            np.testing.assert_array_equal(as_f32(grad), as_f32(cast_grad))
+        else:
+            # torch 2.14's bfloat16 backward of the exact form differs from the float32 one
+            # in 169 of these 4096 elements, by at most 3.8e-6 (torch 2.13: bitwise): within
+            # one bfloat16 rounding (2^-8) of the gradient's scale.
+            scale = np.abs(as_f32(cast_grad)).max()
+            np.testing.assert_allclose(as_f32(grad), as_f32(cast_grad), rtol=0,
+                                       atol=2.0**-8 * scale)
     else:
         # TensorFlow's bfloat16 GELU is bfloat16 arithmetic (not cast), so
         # only within bfloat16 rounding of a few ops.
