@@ -12,7 +12,9 @@ in turn, in this one process:
   canonical form, build and fill the model;
 - transformers' own `ViTForImageClassification.from_pretrained("bench/vit-b16")`, the peer;
 - keras_vit's `.npz` path: `ViT("B/16", weights=FILE.npz)` of the same weights written by
-  `save_npz` (the paper's format, read without pickle).
+  `save_npz` (the paper's format, read without pickle);
+- `ViT("B/16")` without weights: building the Keras model (its variables randomly
+  initialized), the floor under both keras_vit paths.
 
 Each figure is the median of `--repeats` rounds; the ratio is the median of the per-round ratios.
 """
@@ -99,10 +101,13 @@ def main(argv):
     def load_npz():
         return keras_vit.ViT("B/16", approximate_gelu=False, weights=npz)
 
-    times = {"hf": [], "transformers": [], "npz": []}
+    def build_only():
+        return keras_vit.ViT("B/16", approximate_gelu=False)
+
+    times = {"hf": [], "transformers": [], "npz": [], "build": []}
     for _ in range(_REPEATS.value):
         for key, function in (("hf", load_keras_vit), ("transformers", load_transformers),
-                              ("npz", load_npz)):
+                              ("npz", load_npz), ("build", build_only)):
             seconds, loaded = _timed(function)
             times[key].append(seconds)
             del loaded
@@ -113,7 +118,8 @@ def main(argv):
           f"transformers={transformers.__version__} torch={torch.__version__}")
     labels = {"hf": 'keras_vit ViT(weights="hf://...")',
               "transformers": "transformers from_pretrained",
-              "npz": "keras_vit ViT(weights=FILE.npz)"}
+              "npz": "keras_vit ViT(weights=FILE.npz)",
+              "build": 'keras_vit ViT("B/16"), no weights'}
     for key, label in labels.items():
         runs = ", ".join(f"{t:.2f}" for t in times[key])
         print(f"{label:<36} {statistics.median(times[key]):6.2f} s   runs {runs}")
