@@ -167,6 +167,18 @@ def test_folded_normalization_takes_the_pipelines_inputs(hf_vit):
         finetune.fold_input_normalization(model, [0.5], [0.5])
 
 
+@pytest.mark.parametrize("size, crop", [(256, 224), ({"shortest_edge": 256},
+                                                      {"height": 224, "width": 224})],
+                         ids=["pre_4_26_ints", "dicts"])
+def test_deit_processor_crop_is_read(size, crop):
+    from keras_vit.converters import transformers as source
+
+    config = {"do_center_crop": True, "size": size, "crop_size": crop, "resample": 3,
+              "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}
+    assert source.preprocessing(config, (224, 224)) == dict(
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_fraction=0.875, interpolation="bicubic")
+
+
 def test_transformers_class_names_decode(hf_vit):
     _, folder = hf_vit
     logits = np.array([[0.0, 3.0, 1.0, 0.0, 0.0]], "float32")

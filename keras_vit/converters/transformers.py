@@ -135,12 +135,13 @@ def preprocessing(preprocessor_config, image_size):
         out["mean"] = tuple(float(v) for v in preprocessor_config["image_mean"])
         out["std"] = tuple(float(v) for v in preprocessor_config["image_std"])
     # DeiT's processor resizes to `size` then crops `crop_size`; ViT's resizes to `size`.
+    # Files written before transformers 4.26 give both as ints (facebook/deit-*: 256, 224).
     size, crop = preprocessor_config.get("size"), preprocessor_config.get("crop_size")
-    if preprocessor_config.get("do_center_crop") and isinstance(crop, dict) and isinstance(
-            size, dict):
-        side = size.get("shortest_edge", size.get("height"))
-        if side:
-            out["crop_fraction"] = min(1.0, crop.get("height", image_size[0]) / side)
+    if preprocessor_config.get("do_center_crop") and size and crop:
+        side = size.get("shortest_edge", size.get("height")) if isinstance(size, dict) else size
+        crop_side = crop.get("height", image_size[0]) if isinstance(crop, dict) else crop
+        if isinstance(side, int) and isinstance(crop_side, int) and side > 0:
+            out["crop_fraction"] = min(1.0, crop_side / side)
     resample = preprocessor_config.get("resample")
     out["interpolation"] = {2: "bilinear", 3: "bicubic"}.get(resample, "bilinear")
     return out
