@@ -14,7 +14,12 @@ Why a kill at any moment leaves a usable directory:
   half-written `ckpt-STEP.*` is never named by it, and is overwritten by the next save of the same
   step.
 - `latest_checkpoint` below also checks that the files the state file names exist, and otherwise
-  falls back to the newest complete checkpoint on disk.
+  falls back to the newest complete checkpoint on disk; a state file that cannot be read (empty,
+  not text) is reported by name and skipped the same way.
+- Files that are all there can still be damaged (a disk error, a copy cut short, bytes
+  overwritten): `restore_latest` reports a checkpoint that cannot be read, by name and with the
+  reason, and restores the newest one that can. Every tensor of a checkpoint carries a CRC32C,
+  checked when it is read, so a damaged one fails to restore rather than restoring wrong numbers.
 
 In a multi-worker cluster every worker must call `save` (saving distributed variables may need
 collective operations), but only the chief writes to `WORKDIR`: the others save into a temporary
@@ -48,14 +53,24 @@ def create_checkpoint(model, optimizer, step, epoch):
 
 def latest_checkpoint(workdir):
     """Returns the path prefix of the newest complete checkpoint in `workdir`, or None."""
+    candidates = complete_checkpoints(workdir)
+    return candidates[0] if candidates else None
+
+
+def complete_checkpoints(workdir):
+    """The path prefixes of `workdir`'s complete checkpoints, newest first.
+
+    The one the state file names comes first; then, newest first, every checkpoint whose index
+    and data files are all there (the state file may be missing, unreadable, or name files that
+    are gone: deleted by hand, or a directory copied mid-save).
+    """
     directory = os.path.join(workdir, CHECKPOINT_DIR)
     if not tf.io.gfile.isdir(directory):
-        return None
-    latest = tf.train.latest_checkpoint(directory)
-    if latest is not None and _is_complete(latest):
-        return latest
-    # The state file is missing or names files that are gone (deleted by hand, or a directory
-    # copied mid-save): take the newest checkpoint whose index and data are all there.
+        return []
+    found = []
+    named = _named_by_state_file(directory)
+    if named is not None and _is_complete(named):
+        found.append(named)
     steps = []
     for name in tf.io.gfile.listdir(directory):
         match = re.fullmatch(rf"{_PREFIX}-(\d+)\.index", name)
@@ -63,8 +78,75 @@ def latest_checkpoint(workdir):
             steps.append(int(match.group(1)))
     for step in sorted(steps, reverse=True):
         prefix = os.path.join(directory, f"{_PREFIX}-{step}")
-        if _is_complete(prefix):
-            return prefix
+        if prefix not in found and _is_complete(prefix):
+            found.append(prefix)
+    return found
+
+
+def _named_by_state_file(directory):
+    """The checkpoint the state file names, or None (a state file that cannot be read is logged
+    by name: TensorFlow's own error names no file)."""
+    path = os.path.join(directory, "checkpoint")
+    try:
+        return tf.train.latest_checkpoint(directory)
+    except (tf.errors.OpError, UnicodeDecodeError, ValueError) as exc:
+        # text_format.ParseError is a ValueError; non-UTF-8 bytes a UnicodeDecodeError.
+        logging.warning("Checkpoint state file %s cannot be read (%s: %s); using the newest "
+                        "complete checkpoint on disk instead", path, type(exc).__name__,
+                        _first_line(exc))
+        return None
+
+
+def unreadable_reason(path):
+    """Why the checkpoint at `path` cannot be read, or None when every tensor reads back.
+
+    Reads each tensor once (TensorFlow checks its CRC32C), so it costs one pass over the
+    checkpoint's data; `restore_latest` calls it only after a restore failed.
+    """
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as exc:  # noqa: BLE001 (any failure to read is the answer asked for)
+        return f"{type(exc).__name__}: {_first_line(exc)}"
+    return None
+
+
+def restore_latest(checkpoint, workdir):
+    """Restores `checkpoint` from the newest readable checkpoint of `workdir`.
+
+    A newer checkpoint that cannot be read (truncated or damaged data, an index that does not
+    parse) is logged by name with the reason and skipped; it is left on disk (a later save of
+    the same step replaces it).
+
+    Returns:
+        The path prefix restored, or None when `workdir` has no checkpoint.
+
+    Raises:
+        ValueError: a readable checkpoint holds another model or optimizer (`restore`), or no
+            checkpoint of `workdir` can be read (the message names each, with its reason).
+    """
+    skipped = []
+    for path in complete_checkpoints(workdir):
+        try:
+            _restore(checkpoint, path)
+        except (AssertionError, ValueError, IndexError, tf.errors.OpError) as exc:
+            reason = unreadable_reason(path)
+            if reason is None:
+                raise ValueError(_mismatch_message(path, exc)) from None
+            logging.warning("Checkpoint %s cannot be read (%s); trying the one before it", path,
+                            reason)
+            skipped.append(f"{path} ({reason})")
+            continue
+        if skipped:
+            logging.warning("Resuming from %s, the newest readable checkpoint; skipped: %s",
+                            path, "; ".join(skipped))
+        return path
+    if skipped:
+        raise ValueError(
+            f"no checkpoint of {os.path.join(workdir, CHECKPOINT_DIR)} can be read: "
+            f"{'; '.join(skipped)}. Move the directory away to start over, or use a new "
+            "--workdir")
     return None
 
 
@@ -77,16 +159,31 @@ def restore(checkpoint, path):
 
     Raises:
         ValueError: the checkpoint holds another architecture or optimizer (a workdir reused
-            with different --variant, --image_size, --optimizer, ...).
+            with different --variant, --image_size, --optimizer, ...), or cannot be read (the
+            message gives the reason).
     """
     try:
-        checkpoint.restore(path).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as exc:
-        raise ValueError(
-            f"checkpoint {path!r} does not match this run's model and optimizer ({exc}); the "
+        _restore(checkpoint, path)
+    except (AssertionError, ValueError, IndexError, tf.errors.OpError) as exc:
+        reason = unreadable_reason(path)
+        if reason is not None:
+            raise ValueError(f"checkpoint {path!r} cannot be read: {reason}") from None
+        raise ValueError(_mismatch_message(path, exc)) from None
+
+
+def _restore(checkpoint, path):
+    checkpoint.restore(path).assert_existing_objects_matched()
+
+
+def _mismatch_message(path, exc):
+    return (f"checkpoint {path!r} does not match this run's model and optimizer ({exc}); the "
             "workdir belongs to a run with other settings: use a new --workdir, or the flags of "
-            "that run"
-        ) from None
+            "that run")
+
+
+def _first_line(exc):
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 class CheckpointSaver:

@@ -8,6 +8,10 @@
     saved_model/           with --export              } (`write_final`); metrics.json last, so
     metrics.json           the results                } its presence means the run completed
 
+A run removes the metrics.json of the run before when it starts writing (so a failed rerun
+never leaves old metrics beside its new model.keras), and the temporaries that killed processes
+left (`.NAME.PID.tmp*`, `keras_vit.files.remove_stale_temporaries`).
+
 Only the chief writes; other workers of a cluster get no-op writers and save their (required)
 checkpoints into a temporary directory (`training.checkpointing.CheckpointSaver`). Every file is
 written atomically (`keras_vit.files.atomic_write`).
@@ -18,9 +22,10 @@ import os
 import time
 
 import tensorflow as tf
+from absl import logging
 
 from keras_vit import lora
-from keras_vit.files import atomic_write
+from keras_vit.files import atomic_write, remove_stale_temporaries
 from training import checkpointing, export
 
 # With --lora_rank: what LoRA trained (`keras_vit.finetune.save_lora_weights`).
@@ -39,6 +44,10 @@ class RunOutputs:
         self.is_chief = is_chief
         if is_chief:
             os.makedirs(workdir, exist_ok=True)
+            # A rerun writes new outputs: the metrics of the run before would sit beside a new
+            # model.keras (and an old SavedModel) until the new metrics.json replaced them, and
+            # for good if this run fails. Temporaries of killed processes go too.
+            remove_stale_outputs(workdir)
             write_text(os.path.join(workdir, "config.json"), config.to_json() + "\n")
             self._writers = {
                 name: tf.summary.create_file_writer(os.path.join(workdir, "logs", name))
@@ -106,6 +115,21 @@ class RunOutputs:
         self._saver.close()
         for writer in self._writers.values():
             writer.close()
+
+
+def remove_stale_outputs(workdir):
+    """Removes `workdir`'s metrics.json and the `atomic_write` temporaries of dead processes.
+
+    Called when a run starts writing (under the workdir's lock, `training/workdir_lock.py`): from
+    then until its own metrics.json, the workdir holds no metrics.json, so one is only ever
+    present beside the outputs it describes.
+    """
+    for path in remove_stale_temporaries(workdir):
+        logging.info("Removed %s, left by a process that was killed while writing it", path)
+    metrics = os.path.join(workdir, "metrics.json")
+    if os.path.exists(metrics):
+        os.remove(metrics)
+        logging.info("Removed the previous run's %s: this run writes new outputs", metrics)
 
 
 def write_text(path, text):

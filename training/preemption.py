@@ -28,7 +28,14 @@ Exit codes of `python -m training.train` (the README's "Preemption and faults"):
 | 0    | the run completed: metrics.json, model.keras written | stop                         |
 | 1    | bad settings or data, a NaN loss, any other error    | not retry; show the message  |
 | 75   | stopped by SIGTERM/SIGINT after saving its step      | rerun the same command       |
+|      | (or before the run started: nothing written), or     |                              |
+|      | the workdir is in use by another run                 |                              |
 | 69   | a worker of the cluster disappeared                  | rerun the whole cluster      |
+
+From the first line of `python -m training.train` to the last, a SIGTERM or SIGINT gives 75,
+or 0 once the final outputs are being written (the run then completes: metrics.json is written
+and the process exits 0, immune to further signals). During the final evaluation it gives 75:
+the rerun resumes at the last step, which is saved, and evaluates again.
 
 75 is sysexits' EX_TEMPFAIL ("temporary failure; the user is invited to retry") and 69 its
 EX_UNAVAILABLE. Not 143 (128 + SIGTERM): that is what a shell reports for a process that SIGTERM
@@ -113,14 +120,24 @@ class StopRequest:
         self._previous = {}
         self.signal_name = None
         self.requested_at = None
+        self._finishing = False
 
     @property
     def requested(self):
         """bool: a signal arrived (or `request` was called)."""
         return self.signal_name is not None
 
+    def finishing(self):
+        """From now on the run only writes its final outputs, then completes: a signal is
+        logged as such and changes nothing (the exit code is 0)."""
+        self._finishing = True
+
     def request(self, signal_name="SIGTERM"):
         """Records a stop request, as the signal `signal_name` would."""
+        if self._finishing:
+            logging.warning("%s received while the final outputs are written: they are "
+                            "finished, and the completed run exits with code 0", signal_name)
+            return
         if self.requested:
             logging.warning("%s received while stopping: ignored; the checkpoint is being saved "
                             "and the run exits right after", signal_name)

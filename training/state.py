@@ -64,6 +64,25 @@ def load_pretrained(config):
     return None
 
 
+def variant_of(model):
+    """The variant name of `model`'s architecture: "SIZE/PATCH" when a size of
+    `keras_vit.variants.SIZES` has its width, depth, MLP and heads, else a description
+    ("width 48, depth 3, MLP 96, 4 heads/8"); "R50+..." style hybrids prefixed "hybrid+".
+    """
+    from keras_vit import variants
+
+    embedding = model_layers.find_layer(model, "patch_embedding")
+    blocks = model_layers.transformer_blocks(model)
+    block = blocks[0].get_config()
+    shape = dict(hidden_dim=embedding.hidden_dim, depth=len(blocks), mlp_dim=block["mlp_dim"],
+                 num_heads=block["num_heads"])
+    size = next((name for name, spec in variants.SIZES.items() if spec == shape),
+                f"width {shape['hidden_dim']}, depth {shape['depth']}, MLP {shape['mlp_dim']}, "
+                f"{shape['num_heads']} heads")
+    hybrid = "hybrid+" if model_layers.find_layer(model, "conv_root") is not None else ""
+    return f"{hybrid}{size}/{embedding.patch_size}"
+
+
 def create_state(config, info, *, total_steps, strategy, pretrained=None):
     """Creates the model, optimizer and counters of a run in `strategy`'s scope.
 
@@ -168,15 +187,15 @@ def _enable_lora(config, model):
 
 
 def restore(state, workdir):
-    """Restores `state` from `workdir`'s latest checkpoint; returns its step (0 if none).
+    """Restores `state` from `workdir`'s newest readable checkpoint; returns its step (0 if none).
 
     Raises:
-        ValueError: the checkpoint does not match the state (another model or optimizer).
+        ValueError: the checkpoint does not match the state (another model or optimizer), or
+            none can be read (`training.checkpointing.restore_latest`).
     """
-    latest = checkpointing.latest_checkpoint(workdir)
+    latest = checkpointing.restore_latest(state.checkpoint, workdir)
     if latest is None:
         return 0
-    checkpointing.restore(state.checkpoint, latest)
     step = int(state.step.numpy())
     logging.info("Resuming from %s: step %d, epoch %d", latest, step, int(state.epoch.numpy()))
     return step

@@ -15,9 +15,10 @@ DIR receives:
     metrics.json    eval_accuracy, eval_loss, global_step, resumed_from_step,
                     train_images_per_sec and more; written last, when the run is complete
 
-Exit codes: 0 complete; 1 bad settings or data, a NaN loss; 75 stopped by SIGTERM or SIGINT after
-saving the step in flight (rerun to resume from it); 69 a worker of the cluster disappeared
-(rerun the cluster). `training/preemption.py` says how.
+Exit codes: 0 complete; 1 bad settings or data, a NaN loss; 75 stopped by SIGTERM or SIGINT at
+any moment before the run completed, after saving the step in flight (rerun to resume from it),
+or the workdir in use by another run; 69 a worker of the cluster disappeared (rerun the
+cluster). `training/preemption.py` says how.
 
 `train_and_evaluate` reads top to bottom as the run goes, each part in a module of its own:
 settings (`training/config.py`, validated once) -> strategy (`training/distribute.py`) -> data
@@ -31,11 +32,26 @@ inside a `tf.function`, and metrics are per-replica sums combined with `strategy
 (keras-team/keras#20585), and one loop means one behaviour to test under every strategy.
 """
 
-import contextlib
-import dataclasses
 import os
+import signal
 import sys
-import time
+
+if __name__ == "__main__":
+    # Until `main` installs its own handlers (the imports below take seconds), a SIGTERM or
+    # SIGINT finds nothing written: the run stops with the preemption code, rerun to start it,
+    # never with 143, which a scheduler reads as a permanent failure.
+    def _stop_before_start(signum, frame):
+        del frame
+        os.write(2, f"training.train: stopped by {signal.Signals(signum).name} before the run "
+                    "started; nothing was written, rerun the same command\n".encode())
+        os._exit(75)  # preemption.EXIT_PREEMPTED, not imported yet
+
+    for _signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(_signum, _stop_before_start)
+
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import time  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -53,8 +69,10 @@ from training import outputs as outputs_lib  # noqa: E402
 from training import preemption  # noqa: E402
 from training import state as state_lib  # noqa: E402
 from training import steps as steps_lib  # noqa: E402
+from training import workdir_lock  # noqa: E402
 from training.loop import NonFiniteLossError  # noqa: E402  (raised by train_and_evaluate)
 from training.preemption import Preempted, WorkerLostError  # noqa: E402  (likewise)
+from training.workdir_lock import WorkdirBusyError  # noqa: E402  (likewise)
 
 _DTYPE_POLICIES = {"off": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
@@ -73,9 +91,9 @@ def main(argv):
         # runtime when they are created.
         strategy = distribute.get_strategy(config.strategy, tpu=config.tpu)
         # Caught until the process ends, not only while training: a second SIGTERM after the
-        # save must not turn the exit code 75 into a death by signal. (During the strategy's
-        # creation above, a multi-worker cluster is still forming and nothing is written: a
-        # SIGTERM then ends the process as usual.)
+        # save must not turn the exit code 75 into a death by signal. (Before this, while the
+        # strategy is created and a multi-worker cluster forms, nothing is written: the
+        # handler installed at import exits 75 at once.)
         with preemption.StopRequest(restore=False) as stop_request:
             train_and_evaluate(config, training_flags.FLAGS.workdir, strategy=strategy,
                                stop_request=stop_request)
@@ -88,9 +106,18 @@ def main(argv):
         logging.error("%s", exc)
         print(f"training.train: error: {exc}", file=sys.stderr, flush=True)
         preemption.exit_now(preemption.EXIT_WORKER_LOST)
+    except WorkdirBusyError as exc:
+        # Temporary: a preempted run's replacement may start while the old one still saves.
+        logging.error("%s", exc)
+        print(f"training.train: error: {exc}", file=sys.stderr, flush=True)
+        preemption.exit_now(preemption.EXIT_PREEMPTED)
     except (ValueError, NonFiniteLossError) as exc:
         logging.error("%s", exc)
         raise SystemExit(f"training.train: error: {exc}") from None
+    # Complete: metrics.json is written. Leave now, immune to signals: a SIGTERM from here on
+    # (the interpreter's teardown restores the default handlers and takes a second or more)
+    # must not turn the completed run's 0 into 143.
+    preemption.exit_now(0)
 
 
 def train_and_evaluate(config, workdir, *, strategy=None, stop_request=None):
@@ -122,6 +149,8 @@ def train_and_evaluate(config, workdir, *, strategy=None, stop_request=None):
             again with the same arguments resumes from it. `training/preemption.py`.
         WorkerLostError: a worker of the cluster disappeared; the message names it and the
             step a rerun of the cluster resumes from.
+        WorkdirBusyError: another run holds `workdir` (`training/workdir_lock.py`); raised
+            before anything is read or written.
     """
     wall_start = time.time()
     # Settings.
@@ -135,6 +164,10 @@ def train_and_evaluate(config, workdir, *, strategy=None, stop_request=None):
     _check_strategy(config, strategy)
     task = distribute.task_name(strategy)
     with contextlib.ExitStack() as stack:
+        # One run per workdir, from before its checkpoint is read to the last write; the chief
+        # is the only task that writes it.
+        if distribute.is_chief(strategy):
+            stack.enter_context(workdir_lock.WorkdirLock(workdir))
         # From here on a SIGTERM or SIGINT is a request to stop at the next safe point.
         if stop_request is None:
             stop_request = stack.enter_context(preemption.StopRequest())
@@ -154,6 +187,13 @@ def _run(config, workdir, strategy, task, stopper, wall_start):
     """`train_and_evaluate` once the settings and the strategy are checked."""
     # Data: described now, each pipeline built once.
     pretrained = state_lib.load_pretrained(config)
+    if pretrained is not None:
+        # The run trains init_from's architecture; config.json and metrics.json say which.
+        variant = state_lib.variant_of(pretrained)
+        if variant != config.variant:
+            logging.warning("variant %s is not used: init_from %s is a %s model, which is "
+                            "trained and recorded", config.variant, config.init_from, variant)
+            config = dataclasses.replace(config, variant=variant)
     data = RunData(config, strategy, pretrained=pretrained)
     length = loop.RunLength.create(config, data.info)
     # State: model, optimizer and counters, restored from the last checkpoint if any.
@@ -190,6 +230,18 @@ def _run(config, workdir, strategy, task, stopper, wall_start):
                     f"resume from step {progress.global_step}",
                     step=progress.global_step, signal_name=progress.stopped_by)
             evaluation = evaluate()
+            if stopper.at_boundary():
+                # Asked to stop during the evaluation: its result is dropped, and the rerun
+                # (resuming at the last step, which is saved) evaluates and writes the outputs.
+                raise Preempted(
+                    f"stopped by {stopper.reason} during the final evaluation at step "
+                    f"{progress.global_step}; checkpoint {progress.global_step} saved in "
+                    f"{os.path.join(workdir, 'checkpoints')}. Rerun the same command to "
+                    "evaluate and write the outputs", step=progress.global_step,
+                    signal_name=stopper.reason)
+        # From here the outputs are written to the end: a signal now is logged, and the run
+        # completes (exit 0).
+        stopper.stop.finishing()
         outputs.scalars("eval", progress.global_step, {
             "loss": evaluation["loss"], "accuracy": evaluation["accuracy"]})
         # Outputs: model.keras, the SavedModel, metrics.json.

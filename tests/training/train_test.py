@@ -70,7 +70,8 @@ def test_run_writes_metrics_json(finished_run):
 def test_run_writes_model_checkpoints_config_and_saved_model(finished_run):
     workdir, config, model, _ = finished_run
     assert sorted(os.listdir(workdir)) == [
-        "checkpoints", "config.json", "logs", "metrics.json", "model.keras", "saved_model",
+        ".lock", "checkpoints", "config.json", "logs", "metrics.json", "model.keras",
+        "saved_model",
     ]
     # checkpoint_every_steps=3 over 6 steps; the state file names the last one.
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [
