@@ -326,21 +326,34 @@ def _read_member(archive, info, path, key):
         with archive.open(info) as f:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
-                _, _, dtype = np.lib.format.read_array_header_1_0(f)
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
             elif version == (2, 0):
-                _, _, dtype = np.lib.format.read_array_header_2_0(f)
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
             else:
                 raise ValueError(f".npy format version {version} is not supported")
+            header_size = f.tell()
         if dtype.hasobject:
             raise _Refused(
                 f"{path!r}: array {key!r} holds pickled Python objects (dtype {dtype}); "
                 f"refusing to unpickle it, as unpickling can run arbitrary code. A checkpoint "
                 f"holds numeric arrays only"
             )
+        # The header's shape against the bytes the member holds, before numpy allocates the
+        # array: a damaged header can claim terabytes (a MemoryError, or the machine's memory).
+        claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if claimed != info.file_size - header_size:
+            raise _Refused(
+                f"{path!r}: array {key!r} cannot be read, the file is damaged or truncated (its "
+                f"header says shape {tuple(shape)} of {dtype}, {claimed} bytes; the file holds "
+                f"{info.file_size - header_size})"
+            )
         with archive.open(info) as f:
             array = np.lib.format.read_array(f, allow_pickle=False)
     except _Refused as exc:
         raise ValueError(str(exc)) from None
+    except MemoryError:
+        raise ValueError(
+            f"{path!r}: array {key!r} does not fit in this machine's memory") from None
     except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
         raise ValueError(
             f"{path!r}: array {key!r} cannot be read, the file is damaged or truncated ({exc})"

@@ -25,8 +25,10 @@ cache. A download that runs past its deadline (`$KERAS_VIT_DOWNLOAD_TIMEOUT` sec
 default) or whose rate over any `RATE_WINDOW_SECONDS` (60) falls below
 `$KERAS_VIT_MIN_DOWNLOAD_RATE` bytes per second (10000 by default) is stopped with a
 `ValueError` naming the URL, the bytes received and the variable to change; 0 turns either
-check off. These two apply to http(s) downloads, not to `gs://` copies. Without network the error names the URL, the cache path where the file can be put by
-hand, and the mirror variable. `gs://` URLs are read through `tf.io.gfile` when TensorFlow is
+check off. These two apply to http(s) downloads, not to `gs://` copies.
+
+Without network the error names the URL, the cache path where the file can be put by hand, and
+the mirror variable. `gs://` URLs are read through `tf.io.gfile` when TensorFlow is
 installed.
 """
 
@@ -189,7 +191,7 @@ class _Limits:
         if self.min_rate and elapsed >= RATE_WINDOW_SECONDS:
             rate = (done - self.window_bytes) / elapsed
             if rate < self.min_rate:
-                return (f"it received {rate:.0f} bytes/s over {elapsed:.0f} s, below the minimum "
+                return (f"it received {rate:.1f} bytes/s over {elapsed:.0f} s, below the minimum "
                         f"of {self.min_rate:g} (${MIN_RATE_ENV}, or fetch's min_rate=; 0 for no "
                         "limit)")
             self.window_start, self.window_bytes = now, done

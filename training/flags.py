@@ -209,6 +209,8 @@ _PREDICT_FLAGS = (
      ["auto", "imagenet2012", "imagenet21k", "none"]),
     ("rollout_dir", "string", None, "Directory to write each image's attention-rollout overlay "
      "into (IMAGE.rollout.png); unset: none."),
+    ("max_pixels", "integer", 100_000_000, "Images of more pixels are reported as errors "
+     "without being decoded (decoding holds about 8 bytes per pixel); 0: no limit."),
 )
 
 _DEFINE = {

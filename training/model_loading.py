@@ -6,6 +6,7 @@ refuses a bad path with the same error.
 """
 
 import os
+import zipfile
 
 import keras
 
@@ -22,11 +23,20 @@ def load_model(path):
         `keras.Model`.
 
     Raises:
-        ValueError: the path does not end in `.keras`, or no such file exists.
+        ValueError: the path does not end in `.keras`, no such file exists, or the file is
+            not a complete `.keras` archive.
     """
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"model {path!r} is not a .keras file")
     if not os.path.isfile(path):
         raise ValueError(f"model file {path!r} does not exist")
-    return keras.saving.load_model(path, compile=False)
+    # A .keras file is a zip archive; Keras reports a truncated or foreign file as "File not
+    # found" or a raw KeyError, naming nothing.
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"model file {path!r} is not a .keras archive: it is not a zip file "
+                         "(truncated, or another format)")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"model file {path!r} is damaged: {type(exc).__name__}: {exc}") from None

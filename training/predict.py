@@ -10,8 +10,9 @@ arrays). Each image (JPEG, PNG, any size) is resized and center-cropped as the c
 evaluation did (`keras_vit.preprocessing.preprocess_images`), and its top classes are printed
 with their probabilities; class names come from the checkpoint's label set (`--labels`), by class
 count when the checkpoint does not say. With `--rollout_dir`, each image's attention-rollout
-overlay is written there (`keras_vit.explain`). An unreadable image is reported by name, the
-others are still classified, and the exit code is 1.
+overlay is written there (`keras_vit.explain`). An unreadable image, or one of more than
+`--max_pixels` pixels (100 million; read from its header, never decoded), is reported by name,
+the others are still classified, and the exit code is 1.
 """
 
 import os
@@ -68,11 +69,25 @@ def load_classifier(weights):
     return keras_vit.ViT(weights=weights), preset
 
 
-def read_image(path, channels=3):
+# Images larger than this are refused before they are decoded: decoding and resizing hold about
+# 8 bytes per pixel (measured: 3.3 GB for a 20000x20000 PNG), 0.8 GB at this limit.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def read_image(path, channels=3, *, max_pixels=DEFAULT_MAX_PIXELS):
     """The uint8 pixels (H, W, channels) of a JPEG/PNG/BMP/GIF file; ValueError if unreadable.
 
     `channels` 1 gives grayscale (for a model trained on grayscale data such as digits), 3 RGB.
+    An image of more than `max_pixels` pixels (0: no limit) is refused from its header, before
+    it is decoded.
     """
+    if max_pixels:
+        size = _header_size(path)
+        if size is not None and size[0] * size[1] > max_pixels:
+            width, height = size
+            raise ValueError(
+                f"image {path!r} has {width}x{height} = {width * height} pixels, more than "
+                f"--max_pixels={max_pixels}; raise the limit (0: none) to classify it")
     try:
         data = tf.io.read_file(path)
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)
@@ -82,7 +97,23 @@ def read_image(path, channels=3):
     return image.numpy()
 
 
-def predict(weights, image_paths, *, top=5, label_set="auto", rollout_dir=None, print_fn=print):
+def _header_size(path):
+    """(width, height) from the image file's header (nothing decoded), or None if unknown."""
+    import PIL.Image
+
+    # PIL's own limit (an error above 179 million pixels) would hide the size; this is the check.
+    previous, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None
+    try:
+        with PIL.Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError):
+        return None  # not a format PIL knows, or unreadable: the decoder will say
+    finally:
+        PIL.Image.MAX_IMAGE_PIXELS = previous
+
+
+def predict(weights, image_paths, *, top=5, label_set="auto", rollout_dir=None, print_fn=print,
+            max_pixels=DEFAULT_MAX_PIXELS):
     """Classifies `image_paths`; prints a table; returns ({path: [(index, name, p)]}, errors).
 
     Args:
@@ -94,11 +125,16 @@ def predict(weights, image_paths, *, top=5, label_set="auto", rollout_dir=None, 
             "imagenet21k" or "none" (class indices only).
         rollout_dir: str or None. Directory to write `<image name>.rollout.png` into.
         print_fn: callable receiving each output line.
+        max_pixels: int. Larger images are reported as errors without being decoded; 0 for no
+            limit. Defaults to `DEFAULT_MAX_PIXELS` (100 million).
 
     Returns:
         (results, errors): the top classes of each readable image, and {path: message} of the
         others.
     """
+    if not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 0:
+        raise ValueError(f"max_pixels must be an integer of 0 or more (0: no limit), received "
+                         f"{max_pixels!r}")
     model, preset = load_classifier(weights)
     num_classes = model_layers.num_classes(model)
     if num_classes is None:
@@ -119,7 +155,7 @@ def predict(weights, image_paths, *, top=5, label_set="auto", rollout_dir=None, 
     print_fn(f"{'image':<32} {'rank':>4} {'class':>6}  {'probability':>11}  name")
     for path in image_paths:
         try:
-            pixels = read_image(path, channels=model.input_shape[-1])
+            pixels = read_image(path, channels=model.input_shape[-1], max_pixels=max_pixels)
         except ValueError as exc:
             errors[path] = str(exc)
             print_fn(f"{_short(path):<32} error: {exc}")
@@ -162,7 +198,7 @@ def main(argv):
     flags = training_flags.FLAGS
     try:
         _, errors = predict(flags.weights, paths, top=flags.top, label_set=flags.labels,
-                            rollout_dir=flags.rollout_dir)
+                            rollout_dir=flags.rollout_dir, max_pixels=flags.max_pixels)
     except ValueError as exc:
         raise SystemExit(f"training.predict: error: {exc}") from None
     if errors:

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_vit
 from keras_vit import finetune, lora, model_layers
 from training import config as config_lib
 from training import flags as training_flags
@@ -256,3 +257,24 @@ def test_higher_resolution_transfer_on_digits(tfds_data_dir, tmp_path, tiny_conf
     assert fine_tuned["interpolate"] > fine_tuned["reinitialize"] + 0.1
     assert fine_tuned["interpolate"] > interpolated + 0.2
     assert fine_tuned["interpolate"] > pretrained - 0.05
+
+
+def test_a_contradicting_variant_is_not_recorded(pretrained, tfds_data_dir, tmp_path,
+                                                 tiny_config):
+    import json
+
+    from training import state
+
+    path, source, _ = pretrained
+    assert state.variant_of(source) == "mu/4"
+    # --variant=S/16 beside a mu/4 init_from: the mu/4 is trained, and recorded as such.
+    config = tiny_config(tfds_data_dir, init_from=path, variant="S/16",
+                         image_size=source.input_shape[1], train_steps=1, warmup_steps=0)
+    model, metrics = train.train_and_evaluate(config, str(tmp_path))
+    assert model.count_params() == source.count_params()
+    assert metrics["variant"] == "mu/4"
+    assert json.loads((tmp_path / "config.json").read_text())["variant"] == "mu/4"
+    custom = keras_vit.ViT(keras_vit.variants.VariantSpec(
+        size="x", patch_size=8, hidden_dim=48, depth=2, mlp_dim=96, num_heads=4),
+        image_size=16, num_classes=3)
+    assert state.variant_of(custom) == "width 48, depth 2, MLP 96, 4 heads/8"

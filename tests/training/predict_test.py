@@ -106,3 +106,41 @@ def test_a_grayscale_model_gets_grayscale_pixels(photos, tmp_path):
     assert results[photos[0]][0][0] == int(np.argmax(logits))
     # Ten classes: no label set matches, the names are the indices.
     assert results[photos[0]][0][1] == str(results[photos[0]][0][0])
+
+
+def _png_header_only(path, width, height):
+    """A PNG file whose header says width x height, with no pixel data (a decoder would fail)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
+        ">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b""))
+
+
+def test_images_over_the_pixel_limit_are_refused_from_their_header(photos, imagenet_npz,
+                                                                   tmp_path):
+    from training import predict
+
+    _, path = imagenet_npz
+    huge = tmp_path / "huge.png"
+    _png_header_only(huge, 20000, 20000)  # 400 million pixels: 3.3 GB to decode and resize
+    results, errors = predict.predict(path, [str(huge), photos[0]], print_fn=lambda line: None)
+    assert list(results) == [photos[0]]
+    assert errors == {str(huge): (
+        f"image {str(huge)!r} has 20000x20000 = 400000000 pixels, more than "
+        "--max_pixels=100000000; raise the limit (0: none) to classify it")}
+    # china.jpg is 640x427 = 273,280 pixels: one pixel over a limit of 273,279.
+    _, errors = predict.predict(path, [photos[0]], max_pixels=273_279,
+                                print_fn=lambda line: None)
+    assert errors[photos[0]].startswith(f"image {photos[0]!r} has 640x427 = 273280 pixels, more "
+                                        "than --max_pixels=273279;")
+    results, _ = predict.predict(path, [photos[0]], max_pixels=273_280,
+                                 print_fn=lambda line: None)
+    assert list(results) == [photos[0]]
+    with pytest.raises(ValueError, match=r"max_pixels must be an integer of 0 or more \(0: no "
+                                         r"limit\), received -1"):
+        predict.predict(path, [photos[0]], max_pixels=-1)
