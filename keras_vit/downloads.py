@@ -130,7 +130,9 @@ def fetch(url, *, sha256=None, size_bytes=None, progress=True, timeout=None, min
             legacy, sha256=sha256, size_bytes=size_bytes):
         # Cached by an older version under its file name alone: the hash proves which file it is.
         return legacy
-    remove_stale_temporaries(cache_dir())
+    # The cache may be shared by machines (a home on NFS): a temporary is another machine's
+    # download in progress until it has not grown for an hour.
+    remove_stale_temporaries(cache_dir(), older_than=3600)
     with atomic_write(target) as temporary:
         if url.startswith("gs://"):
             _copy_from_gcs(url, temporary, target)

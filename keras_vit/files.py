@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import shutil
+import time
 
 # atomic_write's temporaries: ".STEM.PID.tmp" plus the target's suffix, if any.
 _TEMPORARY = re.compile(r"\.(?P<stem>[^.]+)\.(?P<pid>\d+)\.tmp(\..*)?")
@@ -83,16 +84,19 @@ def _remove(path):
         os.remove(path)
 
 
-def remove_stale_temporaries(directory):
+def remove_stale_temporaries(directory, *, older_than=0.0):
     """Removes `atomic_write` temporaries in `directory` whose writing process is gone.
 
     SIGKILL (or a power cut) skips `atomic_write`'s clean-up; such a temporary is never trusted
     (only a rename gives it the target's name), so removing it only frees the disk. A process is
-    looked up by its pid on this machine: a directory shared by several machines should have one
-    writer per directory (as a training workdir has: the chief).
+    looked up by its pid on this machine: in a directory that processes of several machines
+    write (a download cache in a shared home), pass `older_than` so that another machine's
+    temporary, still being written, is kept.
 
     Args:
         directory: str or path-like. The directory to clean; a missing one is left alone.
+        older_than: float. Seconds since a temporary was last modified before it may be
+            removed. Defaults to 0.
 
     Returns:
         list of str: the paths removed.
@@ -107,8 +111,13 @@ def remove_stale_temporaries(directory):
         match = _TEMPORARY.fullmatch(name)
         if match and not _alive(int(match.group("pid"))):
             path = os.path.join(directory, name)
-            _remove(path)
-            removed.append(path)
+            try:
+                age = time.time() - os.lstat(path).st_mtime
+            except FileNotFoundError:
+                continue
+            if age >= older_than:
+                _remove(path)
+                removed.append(path)
     return removed
 
 

@@ -160,10 +160,15 @@ def test_a_placed_file_is_used_and_stale_temporaries_are_removed(server, npz_byt
     # What a download killed by SIGKILL leaves: a temporary of a process that no longer exists.
     stale = cache / ".0123456789abcdef-x.999999999.tmp.npz"
     stale.write_bytes(npz_bytes[:100])
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))  # untouched for two hours
+    # A fresh one may be another machine's download in progress (a shared cache): kept.
+    fresh = cache / ".0123456789abcdef-y.999999999.tmp.npz"
+    fresh.write_bytes(npz_bytes[:100])
     server.files["/x.npz"] = npz_bytes
     downloads.fetch(server.url("/x.npz"), progress=False)
-    assert _cache_listing(keras_home) == [os.path.basename(downloads.cache_path(
+    assert _cache_listing(keras_home) == [fresh.name, os.path.basename(downloads.cache_path(
         server.url("/x.npz")))]
+    fresh.unlink()
     # A file placed by hand at the cache path is used without a request.
     placed = downloads.cache_path(server.url("/hand.npz"))
     with open(placed, "wb") as f:

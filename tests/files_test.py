@@ -59,3 +59,9 @@ def test_remove_stale_temporaries_keeps_live_writers_and_other_files(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(
         [f".metrics.{live}.tmp.json", "model.keras", ".model.keras", f".model.{dead}.keras"])
     assert remove_stale_temporaries(tmp_path / "missing") == []
+    # older_than: a dead pid's temporary written just now is kept, an old one removed.
+    (tmp_path / f".a.{dead}.tmp").write_text("x")
+    (tmp_path / f".b.{dead}.tmp").write_text("x")
+    os.utime(tmp_path / f".b.{dead}.tmp", (0, 0))
+    assert [os.path.basename(p) for p in remove_stale_temporaries(
+        tmp_path, older_than=3600)] == [f".b.{dead}.tmp"]
