@@ -14,6 +14,8 @@ DIR receives:
     saved_model/    with --export: a SavedModel serving raw uint8 images (training/export.py)
     metrics.json    eval_accuracy, eval_loss, global_step, resumed_from_step,
                     train_images_per_sec and more; written last, when the run is complete
+                    (and removed when a rerun starts writing)
+    .lock           held by the run (its pid, host, start time): one run per workdir
 
 Exit codes: 0 complete; 1 bad settings or data, a NaN loss; 75 stopped by SIGTERM or SIGINT at
 any moment before the run completed, after saving the step in flight (rerun to resume from it),
@@ -125,7 +127,8 @@ def train_and_evaluate(config, workdir, *, strategy=None, stop_request=None):
 
     Everything that can be checked (the flags, the strategy, the dataset and its features, the
     batch size against the replicas, the model's shape, an existing checkpoint's compatibility)
-    is checked before anything is written into `workdir`.
+    is checked before anything is written into `workdir` (but its lock file,
+    `training/workdir_lock.py`, taken first so that no other run reads or writes it meanwhile).
 
     Args:
         config: `training.config.Config`.
