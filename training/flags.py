@@ -43,7 +43,9 @@ _TRAINING_FLAGS = (
     ("drop_path_rate", "float", "Stochastic depth rate of the last block."),
     ("init_from", "string", "Fine-tune from this model: a .keras file (architecture from the "
      "file, adapted to --image_size and the dataset's classes: position embeddings "
-     "interpolated, a zero head when the classes differ) or a .weights.h5 file of --variant. "
+     "interpolated, a zero head when the classes differ), a Hugging Face Hub checkpoint "
+     "(hf://ORG/NAME[@REVISION], or a folder with config.json and safetensors; architecture "
+     "from its config, adapted the same way) or a .weights.h5 file of --variant. "
      "Flags not given then default to the paper's fine-tuning recipe "
      "(training.config.FINETUNE_DEFAULTS: SGD momentum 0.9, lr 0.01, no weight decay, cosine, "
      "100 warmup steps, clip 1, no MixUp, 10 epochs). Unset: random initialization."),
@@ -201,8 +203,9 @@ _CONVERT_FLAGS = (
 )
 
 _PREDICT_FLAGS = (
-    ("weights", "string", None, "A keras_vit preset name (keras_vit.presets), a .keras model, or "
-     "a released .npz checkpoint by path or http(s)/gs URL."),
+    ("weights", "string", None, "A keras_vit preset name (keras_vit.presets), a .keras model, "
+     "a released .npz checkpoint by path or http(s)/gs URL, or a Hugging Face Hub checkpoint "
+     "(hf://ORG/NAME[@REVISION], or a folder with config.json and safetensors)."),
     ("top", "integer", 5, "Classes printed per image."),
     ("labels", "enum", "auto", "Class names: 'auto' (the preset's, else by class count: 1000 "
      "imagenet2012, 21843 imagenet21k), a label set, or 'none' (indices).",

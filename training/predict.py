@@ -5,8 +5,9 @@
     python -m training.predict --weights=https://.../ViT-B_16.npz --rollout_dir=OUT photo.jpg
 
 `--weights` is a preset name (`keras_vit.presets`, downloaded once into the Keras cache), a
-`.keras` model, or a released `.npz` checkpoint by path or URL (its architecture read from its
-arrays). Each image (JPEG, PNG, any size) is resized and center-cropped as the checkpoint's
+`.keras` model, a released `.npz` checkpoint by path or URL (its architecture read from its
+arrays), or a Hub checkpoint (`hf://ORG/NAME[@REVISION]`, a folder with `config.json` and
+safetensors: its config's architecture, mean and std, and class names). Each image (JPEG, PNG, any size) is resized and center-cropped as the checkpoint's
 evaluation did (`keras_vit.preprocessing.preprocess_images`), and its top classes are printed
 with their probabilities; class names come from the checkpoint's label set (`--labels`), by class
 count when the checkpoint does not say. With `--rollout_dir`, each image's attention-rollout
