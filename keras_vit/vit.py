@@ -17,7 +17,7 @@ from keras_vit.layers import (
 from keras_vit.layers.pooling import check_pooling
 from keras_vit.layers.position_embedding import patch_grid
 from keras_vit.layers.resnet import resnet_stem
-from keras_vit.validation import check_positive_int, check_rate
+from keras_vit.validation import check_int, check_positive_int, check_rate
 
 
 def ViT(
@@ -199,8 +199,8 @@ def ViT(
             if pooling == "distilled" else
             f"pooling {pooling!r} cannot be used with a distillation token: expected 'token' "
             f"or 'distilled'")
-    if include_top and num_classes != 0:
-        check_positive_int("num_classes", num_classes)
+    if include_top:
+        check_int("num_classes", num_classes, minimum=0)
     check_positive_int("representation_size", representation_size, allow_none=True)
     check_positive_int("num_channels", num_channels)
     for arg, value in (

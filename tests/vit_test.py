@@ -128,13 +128,26 @@ def test_save_and_load_keras_file_gives_identical_outputs(tmp_path):
         np.testing.assert_array_equal(to_numpy(rebuilt(images)), to_numpy(model(images)))
 
 
+def test_num_classes_zero_is_a_backbone():
+    model = keras_vit.ViT("mu/4", image_size=16, num_classes=0, representation_size=8)
+    names = [layer.name for layer in model.layers]
+    assert "head" not in names and names[-1] == "pre_logits"
+    assert model.output_shape == (None, 8)
+    assert keras_vit.ViT("mu/4", image_size=16, num_classes=0).output_shape == (None, 32)
+
+
 def test_weights_errors(tmp_path):
     with pytest.raises(ValueError, match=r"weights file '.*missing.weights.h5' does not exist"):
         keras_vit.ViT("mu/4", image_size=16, weights=str(tmp_path / "missing.weights.h5"))
-    other = tmp_path / "model.bin"
+    other = tmp_path / "model.h5x"
     other.write_bytes(b"x")
-    with pytest.raises(ValueError, match=r"Unsupported weights file .*model.bin.*'.weights.h5' or '.keras'"):
+    with pytest.raises(ValueError, match=r"Unsupported weights file .*model.h5x.*'.weights.h5' or '.keras'"):
         keras_vit.ViT("mu/4", image_size=16, weights=str(other))
+    pickled = tmp_path / "model.bin"
+    pickled.write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"model.bin is a pickled checkpoint. keras_vit never "
+                                         r"unpickles weights"):
+        keras_vit.ViT("mu/4", image_size=16, weights=str(pickled))
     path = str(tmp_path / "gap.keras")
     keras_vit.ViT("mu/4", image_size=16, num_classes=10, pooling="gap").save(path)
     # Another class count or size is adapted (tests/finetune_test.py); another pooling is not.
@@ -201,7 +214,8 @@ def test_dynamic_resolution_through_position_embedding():
     (dict(variant="Q/16"), r"Unknown variant 'Q/16'"),
     (dict(variant="B-16"), r"Unknown variant 'B-16'"),
     (dict(variant="B/16", pooling="max"), r"Unknown pooling 'max'"),
-    (dict(variant="B/16", num_classes=0), r"num_classes must be a positive integer, received 0"),
+    (dict(variant="B/16", num_classes=-1),
+     r"num_classes must be an integer >= 0, received -1"),
     (dict(variant="B/16", image_size=(224,)), r"image_size must be an int or a pair"),
     (dict(variant="B/16", dropout=1.5), r"dropout must be a number in \[0, 1\), received 1.5"),
     (dict(variant="B/16", representation_size=-3), r"representation_size must be a positive integer or None, received -3"),
