@@ -566,13 +566,22 @@ def inspect_npz(path):
     ('mu/4', 16, 'token', 10)
     """
     path = os.fspath(path)
-    canonical, _, layout, _ = _canonicalize(_read_npz(path), path)
-    shapes = {k: tuple(v.shape) for k, v in canonical.items()}
-    return dict(layout=layout, description=_describe(shapes), **_infer(shapes))
+    checkpoint = _npz_checkpoint(path)
+    shapes = {k: tuple(v.shape) for k, v in checkpoint.arrays.items()}
+    return dict(layout=checkpoint.layout, description=_describe(shapes), **_infer(shapes))
 
 
 def _model_shapes(params):
     return {k: s for p in params for k, s in zip(p.keys, p.checkpoint_shapes())}
+
+
+def _canonical_arrays(model):
+    """The model's weights in the canonical form: checkpoint key -> array (the `_Param` table)."""
+    backbone, pre_logits, head = _model_params(model)
+    arrays = {}
+    for p in backbone + pre_logits + head:
+        arrays.update(zip(p.keys, p.from_model(keras.ops.convert_to_numpy(p.variable))))
+    return arrays
 
 
 # --------------------------------------------------------------------------- loading
@@ -619,8 +628,7 @@ def load_npz(model, path):
     """
     path = os.fspath(path)
     _model_params(model)  # a model the table does not cover fails before the file is read
-    canonical, sources, layout, ignored = _canonicalize(_read_npz(path), path)
-    return _load_canonical(model, canonical, sources, layout, ignored, path)
+    return load_checkpoint(model, _npz_checkpoint(path))
 
 
 def _load_canonical(model, canonical, sources, layout, ignored, path):
@@ -771,11 +779,7 @@ def save_npz(model, path, *, layout="vit"):
     if layout not in LAYOUTS:
         raise ValueError(f"Unknown layout {layout!r}: expected one of {list(LAYOUTS)}")
     path = os.fspath(path)
-    backbone, pre_logits, head = _model_params(model)
-    arrays = {}
-    for p in backbone + pre_logits + head:
-        value = keras.ops.convert_to_numpy(p.variable)
-        arrays.update(zip(p.keys, p.from_model(value)))
+    arrays = _canonical_arrays(model)
     if layout == "big_vision":
         arrays = _to_big_vision(arrays)
     # Written under a temporary name and renamed: the file appears complete or not at all.
@@ -807,7 +811,7 @@ def _npz_checkpoint(path):
                                  arrays=canonical, sources=sources, ignored=ignored)
 
 
-def _npz_write(arrays, architecture, *, mean, std):
+def _npz_write(arrays, architecture):
     raise ValueError("the paper's .npz layout is written by save_npz(model, path)")
 
 
@@ -932,9 +936,8 @@ def save_pretrained(model, folder, *, layout="transformers", class_names=None, m
 
     The inverse of `ViT(weights=folder)`: `config.json`, `model.safetensors` and, for
     transformers, `preprocessor_config.json`. transformers' `from_pretrained(folder)` and
-    timm's `create_model(config["architecture"], pretrained=True,
-    pretrained_cfg_overlay=dict(file=folder + "/model.safetensors"), **config["model_args"])`
-    give the model's outputs. The folder appears complete or not at all.
+    timm's `create_model("local-dir:" + folder, pretrained=True)` (or `"hf-hub:ORG/NAME"` once
+    uploaded) give the model's outputs. The folder appears complete or not at all.
 
     Args:
         model: a `keras.Model` built by `keras_vit.ViT` (not a hybrid).
@@ -971,13 +974,7 @@ def save_pretrained(model, folder, *, layout="transformers", class_names=None, m
             f"Unknown layout {layout!r}: expected one of {list(PRETRAINED_LAYOUTS)}")
     safetensors_numpy = hub.import_safetensors_numpy()  # before anything is computed
     architecture = architecture_of(model, class_names=class_names, mean=mean, std=std)
-    backbone, pre_logits, head = _model_params(model)
-    arrays = {}
-    for p in backbone + pre_logits + head:
-        value = np.asarray(keras.ops.convert_to_numpy(p.variable), "float32")
-        arrays.update(zip(p.keys, p.from_model(value)))
-    config, tensors, processor = SOURCES[layout].write(
-        arrays, architecture, mean=architecture.mean, std=architecture.std)
+    config, tensors, processor = SOURCES[layout].write(_canonical_arrays(model), architecture)
     folder = os.fspath(folder)
     with atomic_write(folder, directory=True) as temporary:
         os.makedirs(temporary)

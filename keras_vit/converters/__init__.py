@@ -8,8 +8,9 @@ shapes. That is the canonical form. A source is one entry of `keras_vit.checkpoi
 - `detect(files)`: whether a checkpoint (`keras_vit.hub.CheckpointFiles`) is of this source;
 - `read(files, tensors)`: its tensors in the canonical form, and the `Architecture` its config
   states (a `Checkpoint`);
-- `write(arrays, architecture, folder)`: the inverse, canonical arrays back to the source's
-  files.
+- `write(arrays, architecture)`: the inverse, canonical arrays (and the `Architecture`, its
+  mean and std included) back to the source's files: (config, tensors, preprocessor config or
+  None), which `keras_vit.checkpoints.save_pretrained` writes.
 
 The sources here: `transformers` (`config.json` with a `model_type`) and `timm` (`config.json`
 with an `architecture`); the paper's `.npz` is the third entry, in `keras_vit.checkpoints`.

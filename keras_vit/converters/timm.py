@@ -162,7 +162,7 @@ def _join_qkv_bias(q, k, v):
     return (np.concatenate([a.reshape(-1) for a in (q, k, v)]),)
 
 
-def _preprocessing(pretrained_cfg, image_size):
+def _preprocessing(pretrained_cfg):
     if not pretrained_cfg:
         return {}
     out = {}
@@ -201,7 +201,7 @@ def read(files, tensors):
         spec=spec, image_size=image_size, pooling=pooling, num_classes=num_classes,
         num_channels=(config.get("model_args") or {}).get("in_chans", 3),
         class_names=tuple(names) if names and len(names) == num_classes else None,
-        **_preprocessing(pretrained_cfg, image_size),
+        **_preprocessing(pretrained_cfg),
     )
     return conv.Checkpoint(
         name=name, source=NAME, layout=f"timm {config['architecture']}",
@@ -209,7 +209,7 @@ def read(files, tensors):
     )
 
 
-def write(arrays, architecture, *, mean, std):
+def write(arrays, architecture):
     """timm's files of a model: (config dict, tensors dict, None).
 
     The architecture is named by the model's size where timm registers it (`vit_base_patch16_224`)
@@ -268,8 +268,8 @@ def write(arrays, architecture, *, mean, std):
             "interpolation": architecture.interpolation,
             "crop_pct": architecture.crop_fraction,
             "crop_mode": "center",
-            "mean": list(mean),
-            "std": list(std),
+            "mean": list(architecture.mean),
+            "std": list(architecture.std),
             "num_classes": architecture.num_classes,
             "first_conv": "patch_embed.proj",
             "classifier": ["head", "head_dist"] if spec.distillation_token else "head",

@@ -28,8 +28,6 @@ from keras_vit import converters as conv
 NAME = "transformers"
 MODEL_TYPES = ("vit", "deit", "vit_mae")
 
-# The prefix of the encoder's keys in each model class's file.
-_PREFIXES = {"vit": "vit.", "deit": "deit.", "vit_mae": "vit."}
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
 _GELUS = ("gelu",) + _TANH_GELUS
 
@@ -222,7 +220,7 @@ def _checkpoint(files, architecture, arrays, sources, ignored):
     )
 
 
-def write(arrays, architecture, *, mean, std):
+def write(arrays, architecture):
     """transformers' files of a model: (config dict, tensors dict, preprocessor config dict).
 
     A distilled model becomes `DeiTForImageClassificationWithTeacher`; a model with a head
@@ -297,8 +295,8 @@ def write(arrays, architecture, *, mean, std):
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,
-        "image_mean": list(mean),
-        "image_std": list(std),
+        "image_mean": list(architecture.mean),
+        "image_std": list(architecture.std),
     }
     if model_type == "deit":
         processor.update(do_center_crop=True, crop_size={"height": height, "width": width})
