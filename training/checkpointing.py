@@ -129,14 +129,11 @@ def restore_latest(checkpoint, workdir):
     skipped = []
     for path in complete_checkpoints(workdir):
         try:
-            _restore(checkpoint, path)
-        except (AssertionError, ValueError, IndexError, tf.errors.OpError) as exc:
-            reason = unreadable_reason(path)
-            if reason is None:
-                raise ValueError(_mismatch_message(path, exc)) from None
+            restore(checkpoint, path)
+        except UnreadableCheckpointError as exc:
             logging.warning("Checkpoint %s cannot be read (%s); trying the one before it", path,
-                            reason)
-            skipped.append(f"{path} ({reason})")
+                            exc.reason)
+            skipped.append(f"{path} ({exc.reason})")
             continue
         if skipped:
             logging.warning("Resuming from %s, the newest readable checkpoint; skipped: %s",
@@ -163,22 +160,23 @@ def restore(checkpoint, path):
             message gives the reason).
     """
     try:
-        _restore(checkpoint, path)
+        checkpoint.restore(path).assert_existing_objects_matched()
     except (AssertionError, ValueError, IndexError, tf.errors.OpError) as exc:
         reason = unreadable_reason(path)
         if reason is not None:
-            raise ValueError(f"checkpoint {path!r} cannot be read: {reason}") from None
-        raise ValueError(_mismatch_message(path, exc)) from None
-
-
-def _restore(checkpoint, path):
-    checkpoint.restore(path).assert_existing_objects_matched()
-
-
-def _mismatch_message(path, exc):
-    return (f"checkpoint {path!r} does not match this run's model and optimizer ({exc}); the "
+            raise UnreadableCheckpointError(path, reason) from None
+        raise ValueError(
+            f"checkpoint {path!r} does not match this run's model and optimizer ({exc}); the "
             "workdir belongs to a run with other settings: use a new --workdir, or the flags of "
-            "that run")
+            "that run") from None
+
+
+class UnreadableCheckpointError(ValueError):
+    """A checkpoint whose files are all there but cannot be read; `reason` says why."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"checkpoint {path!r} cannot be read: {reason}")
+        self.reason = reason
 
 
 def _first_line(exc):

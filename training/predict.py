@@ -145,8 +145,12 @@ def predict(weights, image_paths, *, top=5, label_set="auto", rollout_dir=None, 
         label_set = preset.labels if preset is not None else _LABELS_BY_CLASSES.get(num_classes)
     elif label_set == "none":
         label_set = None
-    names = (labels.class_names(label_set) if isinstance(label_set, str) else label_set) if (
-        label_set) else None
+    if not label_set:
+        names = None
+    elif isinstance(label_set, str):
+        names = labels.class_names(label_set)
+    else:
+        names = label_set  # a Hub checkpoint's own class names
     if names is not None and len(names) != num_classes:
         raise ValueError(f"label set {label_set!r} has {len(names)} classes; the model has "
                          f"{num_classes}")
