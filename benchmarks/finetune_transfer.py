@@ -1,7 +1,7 @@
 """The paper's transfer recipe measured: higher-resolution fine-tuning and a second task.
 
 Starts from a ViT pre-trained on CIFAR-10 at 32x32 (`--pretrained`, a model.keras written by
-`python -m training.train`, see README) and reports test accuracy of:
+`python -m training.train`, see docs/inspecting.md) and reports test accuracy of:
 
     (a) the pre-trained model at 32x32
     (b) the same model at --size right after `keras_vit.finetune.adapt` (position embeddings
@@ -18,7 +18,9 @@ momentum 0.9, no weight decay, cosine, clip 1). Results go to WORKDIR/results.js
 printed as a Markdown table.
 
     python benchmarks/finetune_transfer.py --pretrained=workdir/cifar_pre32/model.keras \
-        --data_dir=../shared/data/tfds --workdir=workdir/transfer --size=48 --steps=300
+        --data_dir="$KERAS_VIT_TFDS_DIR" --workdir=workdir/transfer --size=48 --steps=300
+
+(`--data_dir` is the TFDS directory of the offline `cifar10_jpeg`, see docs/contributing.md.)
 """
 
 import os

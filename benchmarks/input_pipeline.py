@@ -11,8 +11,9 @@ crop + flip) and `full` (crop, flip, RandAugment 2 layers, MixUp 0.2 or CutMix 1
 Before timing, each pipeline runs one epoch plus some batches untimed, so the in-memory cache is
 filled, tf.data's autotuner has settled and the keras-cv functions are traced; each figure is then
 the median over `--repeats` rounds of `--batches` batches. `digits` is prepared in a temporary
-directory unless `--digits_data_dir` is given; `cifar10_jpeg` is read from `--data_dir`
-(default: $KERAS_VIT_TFDS_DIR, else ../shared/data/tfds beside the repository).
+directory unless `--digits_data_dir` is given; the other datasets are read from `--data_dir`
+(default: $KERAS_VIT_TFDS_DIR; `cifar10_jpeg`, an offline copy of CIFAR-10, needs one of them;
+without either, public datasets such as `cifar10` are read from TFDS's own directory).
 """
 
 import os
@@ -46,8 +47,8 @@ _BATCHES = flags.DEFINE_integer("batches", 40, "Batches per timed round.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds; the median is reported.")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir",
-    os.environ.get("KERAS_VIT_TFDS_DIR", str(_REPO_ROOT.parent / "shared" / "data" / "tfds")),
-    "TFDS data_dir of the prepared datasets (cifar10_jpeg).",
+    os.environ.get("KERAS_VIT_TFDS_DIR"),
+    "TFDS data_dir of the datasets other than digits (default: $KERAS_VIT_TFDS_DIR).",
 )
 _DIGITS_DATA_DIR = flags.DEFINE_string(
     "digits_data_dir", None, "TFDS data_dir for digits; a temporary directory when unset."
@@ -93,6 +94,10 @@ def main(argv):
         raise app.UsageError(
             f"unknown --augments {sorted(unknown)}; known: {list(_AUGMENT_CONFIGS)}"
         )
+    if "cifar10_jpeg" in _DATASETS.value and not _DATA_DIR.value:
+        raise app.UsageError(
+            "cifar10_jpeg is an offline copy of CIFAR-10 read from a TFDS directory: set "
+            "$KERAS_VIT_TFDS_DIR or --data_dir to it, or time --datasets=digits,cifar10")
     logging.set_verbosity(logging.WARNING)  # TFDS logs every dataset it opens at INFO.
     digits_dir = _DIGITS_DATA_DIR.value or tempfile.mkdtemp(prefix="digits_tfds_")
     print(f"tf {tf.__version__}, {os.cpu_count()} CPUs, batch {_BATCH_SIZE.value}, "

@@ -1,7 +1,7 @@
 """LoRA against full fine-tuning: accuracy, trainable weights, step time, step memory.
 
 Starts from the CIFAR-10 ViT of the transfer benchmark (`--pretrained`, a model.keras written
-by `python -m training.train`, see README "The CIFAR-10 model, looked at") and fine-tunes it
+by `python -m training.train`, see docs/inspecting.md, "The CIFAR-10 model, looked at") and fine-tunes it
 with the binary's recipe (`Config.for_finetuning`: SGD momentum 0.9, cosine, clip 1) once per
 `--ranks` entry (0: every weight, the paper's recipe; r > 0: `--lora_rank=r`, adapters on every
 projection of every block, the head trained, the rest frozen):
@@ -19,7 +19,7 @@ projection of every block, the head trained, the rest frozen):
                of each round's ratio to full fine-tuning.
 
     python benchmarks/lora.py --pretrained=workdir/cifar_pre32/model.keras \
-        --data_dir=../shared/data/tfds --workdir=workdir/lora
+        --data_dir="$KERAS_VIT_TFDS_DIR" --workdir=workdir/lora
 
 Results go to WORKDIR/results.json (a killed benchmark continues where it stopped) and are
 printed as Markdown tables.

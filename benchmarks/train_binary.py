@@ -3,8 +3,8 @@
     python benchmarks/train_binary.py --rounds=3 --steps=120
     python benchmarks/train_binary.py --rounds=3 --steps=120 -- --dataset=... [binary flags]
 
-Without binary flags it takes the README's CIFAR-10 command (ViT-Ti/8 at 32x32, batch 128,
-data from ../shared/data/tfds), with 10 warmup steps instead of 300 so that short runs are
+Without binary flags it takes the CIFAR-10 command of docs/benchmarks.md (ViT-Ti/8 at 32x32,
+batch 128, the offline `cifar10_jpeg` from $KERAS_VIT_TFDS_DIR), with 10 warmup steps instead of 300 so that short runs are
 valid (the schedule does not change a step's cost). Each round runs two fresh processes, in
 an order that alternates between rounds:
 
@@ -44,7 +44,7 @@ if "--mode=bare" in sys.argv:
     training_flags.define_training_flags()
 
 _CIFAR = [
-    "--dataset=cifar10_jpeg", f"--data_dir={os.path.join(_REPO, '..', 'shared', 'data', 'tfds')}",
+    "--dataset=cifar10_jpeg",
     "--variant=Ti/8", "--image_size=32", "--pooling=gap", "--flip", "--global_batch_size=128",
     "--learning_rate=1e-3", "--warmup_steps=10", "--mixup=0",
 ]
@@ -110,10 +110,21 @@ def _bare_round(flags_):
     return float(out.split("bare_images_per_sec")[1].split()[0])
 
 
+def _cifar_flags():
+    """The default binary flags: _CIFAR, reading the offline copy from $KERAS_VIT_TFDS_DIR."""
+    data_dir = os.environ.get("KERAS_VIT_TFDS_DIR")
+    if not data_dir:
+        raise app.UsageError(
+            "Without binary flags this benchmark reads the offline cifar10_jpeg from the TFDS "
+            "directory in $KERAS_VIT_TFDS_DIR, which is not set; set it, or pass the binary's "
+            "flags after '--' (e.g. -- --dataset=cifar10 ...)")
+    return [*_CIFAR, f"--data_dir={data_dir}"]
+
+
 def main(argv):
     if _MODE.value == "bare":
         return _bare()
-    binary_flags = argv[1:] or _CIFAR
+    binary_flags = argv[1:] or _cifar_flags()
     print(f"binary flags: {' '.join(binary_flags)}; steps={_STEPS.value} "
           f"rounds={_ROUNDS.value} cpus={os.cpu_count()}")
     rates = {"binary": [], "bare": []}
