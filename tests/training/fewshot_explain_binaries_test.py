@@ -1,5 +1,5 @@
-"""Tests of the binaries training.fewshot and training.explain (and its deprecated old path,
-training.inspect), and of few-shot during training."""
+"""Tests of the binaries training.fewshot and training.explain, and of few-shot during
+training."""
 
 import json
 import os
@@ -81,37 +81,20 @@ def test_explain_binary_errors(tmp_path, digits_model, repo_root, subprocess_env
                                      f"--images={tmp_path / 'missing.png'}"],
                 repo_root, subprocess_env())
     assert proc.returncode != 0
+    assert "training.explain: error: images" in proc.stderr
     assert "missing.png': no such file, or no PNG/JPEG file in it" in proc.stderr
     assert "DeprecationWarning" not in proc.stderr
 
 
-def test_old_binary_path_warns_and_runs_the_explain_binary(tmp_path, digits_model, repo_root,
-                                                           subprocess_env):
-    proc = _run("training.inspect", [f"--model={digits_model}", f"--output_dir={tmp_path}",
-                                     f"--images={tmp_path / 'missing.png'}"],
-                repo_root, subprocess_env())
-    assert proc.returncode != 0
-    assert ("DeprecationWarning: training.inspect is deprecated and will be removed in the next "
-            "release: use training.explain instead") in proc.stderr
-    assert "training.explain: error: images" in proc.stderr
-    assert "missing.png': no such file, or no PNG/JPEG file in it" in proc.stderr
+def test_the_old_binary_path_is_gone():
+    # training.inspect, training.explain's old name, was removed before the first release.
+    import importlib.machinery
 
+    import training
 
-def test_old_module_path_warns_and_gives_the_same_functions():
-    import importlib
-    import sys
-
-    from training import explain
-
-    sys.modules.pop("training.inspect", None)
-    with pytest.warns(DeprecationWarning, match=r"training\.inspect is deprecated and will be "
-                                                r"removed in the next release: use "
-                                                r"training\.explain instead"):
-        old = importlib.import_module("training.inspect")
-    assert old.__all__ == explain.__all__ + ["inspect_model"]
-    for name in explain.__all__:
-        assert getattr(old, name) is getattr(explain, name), name
-    assert old.inspect_model is explain.explain_model
+    find_spec = importlib.machinery.PathFinder.find_spec
+    assert find_spec("training.inspect", training.__path__) is None
+    assert find_spec("training.explain", training.__path__) is not None
 
 
 def test_fewshot_during_training_is_logged_to_tensorboard(tmp_path, tfds_data_dir, tiny_config):
