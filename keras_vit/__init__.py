@@ -3,8 +3,6 @@
 Runs on the TensorFlow, JAX and PyTorch backends.
 """
 
-import importlib
-
 from keras_vit import (
     checkpoints,
     distribution,
@@ -43,10 +41,3 @@ __all__ = [
     "variants",
 ]
 
-
-def __getattr__(name):
-    # `keras_vit.inspect`, `keras_vit.explain`'s old name, is imported on first use only, so
-    # that `import keras_vit` does not raise its deprecation warning.
-    if name == "inspect":
-        return importlib.import_module("keras_vit.inspect")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

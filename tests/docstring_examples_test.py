@@ -60,6 +60,10 @@ MODULES += [distribution]  # keras.distribution layouts (model parallelism on JA
 
 MODULES += [hub, converters]  # Hugging Face Hub checkpoints
 
+# A package's doctests are found in the module that defines each function, not where the
+# package re-exports it: keras_vit.explain's examples live in its modules.
+MODULES += [explain.probe, explain.analyses, explain.plots]
+
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
 def test_examples_run(module):

@@ -1,6 +1,6 @@
 """Tests of keras_vit.explain: intermediate outputs, rollout, Figure 7 analyses, plots.
 
-And of its deprecated old path, keras_vit.inspect.
+And of the package's layout: every public name re-exported, the old `keras_vit.inspect` gone.
 """
 
 import dataclasses
@@ -358,6 +358,28 @@ def test_plots_refuse_mismatched_inputs(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_a_failed_plot_leaves_the_previous_png_and_no_partial_file(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "distance.png"
+    explain.plot_mean_attention_distance(np.ones((2, 3)), path)
+    previous = path.read_bytes()
+
+    def savefig_that_fails_halfway(figure, target, **kwargs):
+        with open(target, "wb") as f:
+            f.write(previous[:100])  # a truncated PNG, then the failure
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", savefig_that_fails_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        explain.plot_mean_attention_distance(np.zeros((4, 3)), path)
+    assert path.read_bytes() == previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["distance.png"]  # no temporary
+    with pytest.raises(OSError, match="disk full"):
+        explain.plot_mean_attention_distance(np.zeros((4, 3)), tmp_path / "new.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["distance.png"]
+
+
 # -- A trained model ----------------------------------------------------------------------
 
 
@@ -412,44 +434,31 @@ def test_hybrid_model_intermediates_and_distances_use_the_feature_grid():
     np.testing.assert_allclose(distances, 4 * (2 + math.sqrt(2)), rtol=1e-5)
 
 
-# -- The deprecated path ------------------------------------------------------------------
+# -- The package ------------------------------------------------------------------------
 
 
-def test_old_module_path_warns_and_gives_the_same_functions():
-    import importlib
-    import sys
+def test_every_public_name_is_reexported_from_the_module_that_defines_it():
+    from keras_vit.explain import analyses, plots, probe
 
-    # A fresh import, whatever an earlier test imported.
-    sys.modules.pop("keras_vit.inspect", None)
-    vars(keras_vit).pop("inspect", None)
-    with pytest.warns(DeprecationWarning, match=r"keras_vit\.inspect is deprecated and will be "
-                                                r"removed in the next release: import "
-                                                r"keras_vit\.explain instead"):
-        old = importlib.import_module("keras_vit.inspect")
-    assert old.__all__ == explain.__all__
     assert len(explain.__all__) == 15
-    for name in explain.__all__:
-        assert getattr(old, name) is getattr(explain, name), name
-    sys.modules.pop("keras_vit.inspect", None)
-    vars(keras_vit).pop("inspect", None)
-    with pytest.warns(DeprecationWarning, match=r"keras_vit\.inspect is deprecated"):
-        assert keras_vit.inspect.intermediate_outputs is explain.intermediate_outputs
+    modules = (probe, analyses, plots)
+    assert sorted(explain.__all__) == sorted(name for m in modules for name in m.__all__)
+    for module in modules:
+        for name in module.__all__:
+            assert getattr(explain, name) is getattr(module, name), name
+    assert keras_vit.explain.intermediate_outputs is probe.intermediate_outputs
 
 
-def test_importing_keras_vit_does_not_warn():
-    import subprocess
-    import sys
+def test_the_old_module_path_is_gone():
+    # keras_vit.inspect, explain's old name (it shadowed the standard library's inspect), was
+    # removed before the first release rather than kept as a deprecated alias.
+    import importlib.machinery
 
-    code = (
-        "import sys, warnings\n"
-        "with warnings.catch_warnings(record=True) as caught:\n"
-        "    warnings.simplefilter('always')\n"
-        "    import keras_vit\n"
-        "print([str(w.message) for w in caught if 'keras_vit.inspect' in str(w.message)])\n"
-        "print('keras_vit.inspect' in sys.modules)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.splitlines()[-2:] == ["[]", "False"]
+    # Looked up in the package's own directory: an editable install of another checkout
+    # (a meta-path finder) could otherwise answer for it.
+    find_spec = importlib.machinery.PathFinder.find_spec
+    assert find_spec("keras_vit.inspect", keras_vit.__path__) is None
+    assert find_spec("keras_vit.explain", keras_vit.__path__) is not None
+    with pytest.raises(AttributeError, match="inspect"):
+        keras_vit.inspect  # noqa: B018
     assert "explain" in keras_vit.__all__ and "inspect" not in keras_vit.__all__

@@ -33,7 +33,7 @@ from absl import flags as absl_flags  # noqa: E402
 from keras_vit import explain as vit_explain  # noqa: E402
 from keras_vit.layers import PatchEmbedding  # noqa: E402
 from training import flags as training_flags  # noqa: E402
-from training import input_pipeline  # noqa: E402
+from training import input_pipeline, outputs  # noqa: E402
 from training.model_loading import load_model  # noqa: E402
 
 __all__ = [
@@ -95,6 +95,9 @@ def explain_model(model, images, output_dir, *, titles=None, rollout_images=8, b
                   head_fusion="mean", discard_ratio=0.0, num_components=28, progress=True):
     """Computes the analyses of `keras_vit.explain` and writes their PNGs and analysis.json.
 
+    Every file is written atomically (`keras_vit.files.atomic_write`): a failure leaves each
+    file of an earlier run as it was, or a new one complete, never one half-written.
+
     Returns:
         dict: the file names written, by analysis.
     """
@@ -145,9 +148,8 @@ def explain_model(model, images, output_dir, *, titles=None, rollout_images=8, b
         "patch_embedding_explained_variance_ratio": variance.tolist(),
         "files": {key: os.path.basename(path) for key, path in written.items()},
     }
-    with open(os.path.join(output_dir, "analysis.json"), "w") as f:
-        json.dump(analysis, f, indent=2)
-        f.write("\n")
+    outputs.write_text(os.path.join(output_dir, "analysis.json"),
+                       json.dumps(analysis, indent=2) + "\n")
     return written
 
 

@@ -29,7 +29,7 @@ from absl import flags as absl_flags  # noqa: E402
 import keras_vit  # noqa: E402
 from training import config as config_lib  # noqa: E402
 from training import flags as training_flags  # noqa: E402
-from training import input_pipeline  # noqa: E402
+from training import input_pipeline, outputs  # noqa: E402
 from training.model_loading import load_model  # noqa: E402
 
 
@@ -184,10 +184,12 @@ def main(argv):
             "l2_reg": flags.l2_reg, "seeds": flags.seeds,
             "results": {str(shot): result for shot, result in results.items()},
         }
-        os.makedirs(os.path.dirname(os.path.abspath(flags.output)), exist_ok=True)
-        with open(flags.output, "w") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
+        write_record(flags.output, record)
+
+
+def write_record(path, record):
+    """Writes the binary's --output JSON atomically: the previous file stays until it is whole."""
+    outputs.write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

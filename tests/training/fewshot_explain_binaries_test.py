@@ -1,5 +1,5 @@
-"""Tests of the binaries training.fewshot and training.explain (and its deprecated old path,
-training.inspect), and of few-shot during training."""
+"""Tests of the binaries training.fewshot and training.explain, of their atomic writes, and of
+few-shot during training."""
 
 import json
 import os
@@ -49,6 +49,7 @@ def test_fewshot_binary_on_digits(tmp_path, digits_model, tfds_data_dir, repo_ro
     # Even random ViT features separate digits far above chance (10%) with 10 shots (measured
     # 57% with 5 shots).
     assert record["results"]["10"]["mean"] > 0.3
+    assert sorted(os.listdir(tmp_path)) == ["fewshot.json"]  # no temporary left beside it
 
 
 @pytest.mark.slow
@@ -81,37 +82,54 @@ def test_explain_binary_errors(tmp_path, digits_model, repo_root, subprocess_env
                                      f"--images={tmp_path / 'missing.png'}"],
                 repo_root, subprocess_env())
     assert proc.returncode != 0
+    assert "training.explain: error: images" in proc.stderr
     assert "missing.png': no such file, or no PNG/JPEG file in it" in proc.stderr
     assert "DeprecationWarning" not in proc.stderr
 
 
-def test_old_binary_path_warns_and_runs_the_explain_binary(tmp_path, digits_model, repo_root,
-                                                           subprocess_env):
-    proc = _run("training.inspect", [f"--model={digits_model}", f"--output_dir={tmp_path}",
-                                     f"--images={tmp_path / 'missing.png'}"],
-                repo_root, subprocess_env())
-    assert proc.returncode != 0
-    assert ("DeprecationWarning: training.inspect is deprecated and will be removed in the next "
-            "release: use training.explain instead") in proc.stderr
-    assert "training.explain: error: images" in proc.stderr
-    assert "missing.png': no such file, or no PNG/JPEG file in it" in proc.stderr
-
-
-def test_old_module_path_warns_and_gives_the_same_functions():
-    import importlib
-    import sys
-
+def test_explain_model_failing_keeps_the_previous_analysis_json(tmp_path, monkeypatch):
+    import keras_vit
     from training import explain
 
-    sys.modules.pop("training.inspect", None)
-    with pytest.warns(DeprecationWarning, match=r"training\.inspect is deprecated and will be "
-                                                r"removed in the next release: use "
-                                                r"training\.explain instead"):
-        old = importlib.import_module("training.inspect")
-    assert old.__all__ == explain.__all__ + ["inspect_model"]
-    for name in explain.__all__:
-        assert getattr(old, name) is getattr(explain, name), name
-    assert old.inspect_model is explain.explain_model
+    model = keras_vit.ViT("mu/4", image_size=8, num_classes=10, num_channels=1)
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 1)).astype("float32")
+    written = explain.explain_model(model, images, str(tmp_path), progress=False)
+    previous = (tmp_path / "analysis.json").read_text()
+    assert json.loads(previous)["files"] == {
+        key: os.path.basename(path) for key, path in written.items()}
+    # A value json cannot write: open(path, "w") would have emptied the old file and written
+    # part of the new one before failing.
+    monkeypatch.setattr(explain.vit_explain, "similarity_by_relation",
+                        lambda similarity: {"same_row": object()})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        explain.explain_model(model, images, str(tmp_path), progress=False)
+    assert (tmp_path / "analysis.json").read_text() == previous
+    assert sorted(os.listdir(tmp_path)) == [
+        "analysis.json", "mean_attention_distance.png", "patch_embedding_filters.png",
+        "position_embedding_similarity.png", "rollout.png"]
+
+
+def test_fewshot_record_is_written_whole_or_not_at_all(tmp_path):
+    from training import fewshot
+
+    path = tmp_path / "out" / "fewshot.json"
+    fewshot.write_record(str(path), {"results": {"1": {"mean": 0.5}}})
+    assert json.loads(path.read_text()) == {"results": {"1": {"mean": 0.5}}}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        fewshot.write_record(str(path), {"results": {"1": {"mean": 0.25}}, "bad": object()})
+    assert json.loads(path.read_text()) == {"results": {"1": {"mean": 0.5}}}
+    assert os.listdir(path.parent) == ["fewshot.json"]
+
+
+def test_the_old_binary_path_is_gone():
+    # training.inspect, training.explain's old name, was removed before the first release.
+    import importlib.machinery
+
+    import training
+
+    find_spec = importlib.machinery.PathFinder.find_spec
+    assert find_spec("training.inspect", training.__path__) is None
+    assert find_spec("training.explain", training.__path__) is not None
 
 
 def test_fewshot_during_training_is_logged_to_tensorboard(tmp_path, tfds_data_dir, tiny_config):
