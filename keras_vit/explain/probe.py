@@ -73,17 +73,15 @@ def intermediate_outputs(model, images, *, blocks=None, attention=True):
             fused attention path. Defaults to True.
 
     Returns:
-        dict of NumPy arrays:
-        - `"blocks"`: list of the block indices returned (non-negative).
-        - `"tokens"`: list, per selected block, of its output tokens
-          (B, T, D), T counting the [class] token if the model has one.
-        - `"attention"`: list, per selected block, of its attention weights
-          (B, heads, T, T) after softmax (rows sum to 1), float32; None when
-          `attention=False`.
-        - `"features"`: the input of the `head` layer (B, D'): the pooled
-          representation or, with a pre-logits layer, its output; the model's
-          output when it has no `head` layer (`include_top=False`).
-        - `"outputs"`: the model's output (logits).
+        dict of NumPy arrays: `"blocks"`, the block indices returned
+        (non-negative); `"tokens"`, per selected block, its output tokens
+        (B, T, D), T counting the [class] token if the model has one;
+        `"attention"`, per selected block, its attention weights
+        (B, heads, T, T) after softmax (rows sum to 1), float32, or None
+        with `attention=False`; `"features"`, the input of the `head` layer
+        (B, D'): the pooled representation or, with a pre-logits layer, its
+        output, and the model's output when it has no `head` layer
+        (`include_top=False`); `"outputs"`, the model's output (logits).
 
     Raises:
         ValueError: a block index out of range, or images that are not a batch
