@@ -127,27 +127,34 @@ _ENUMS = {
 # The other binaries' flags: (name, kind, default, help[, enum values]).
 _MODEL = ("model", "string", None, "A .keras model, e.g. WORKDIR/model.keras.")
 
-_EXPORT_FLAGS = (
-    _MODEL,
-    ("output", "string", None, "Where to write: the SavedModel directory, the .tflite file "
-     "(--format=litert) or the .onnx file (--format=onnx)."),
-    ("output_dir", "string", None, "Old name of --output (a SavedModel directory)."),
-    ("format", "enum", "saved_model", "'saved_model' (any image size, resized inside), "
-     "'litert' (.tflite, builtin ops, uint8 images of the model's size) or 'onnx' (.onnx, "
-     "dynamic batch, uint8 images of the model's size).", ["saved_model", "litert", "onnx"]),
-    ("quantize", "enum", "none", "LiteRT only: 'float16' weights, 'dynamic_range' (int8 "
-     "weights), 'int8' (full integer, calibrated on --dataset's training images) or 'none'.",
-     ["none", "float16", "dynamic_range", "int8"]),
-    ("image_size", "integer", 0, "Input size of a model whose size is not fixed; 0: the "
-     "model's own."),
-    ("dataset", "string", None, "With --quantize=int8: the TFDS dataset whose training images "
-     "calibrate the int8 ranges (the model's training data)."),
-    ("data_dir", "string", None, "TFDS data directory of --dataset; unset: TFDS's default."),
-    ("calibration_split", "string", "train", "Split of --dataset the calibration images are "
-     "drawn from."),
-    ("calibration_images", "integer", 200, "Images drawn (seed 0) to calibrate int8."),
-    ("opset", "integer", 18, "ONNX opset of --format=onnx."),
-)
+
+def _export_flags():
+    """The export binary's flags, its formats, quantizations and opset from `export_formats`."""
+    # Imported when the export binary defines its flags, not with this module: export_formats
+    # imports the input pipeline (TFDS, keras-cv), which the other binaries' flags do not need.
+    from training.export_formats import FORMATS, ONNX_OPSET, QUANTIZATIONS
+
+    return (
+        _MODEL,
+        ("output", "string", None, "Where to write: the SavedModel directory, the .tflite file "
+         "(--format=litert) or the .onnx file (--format=onnx)."),
+        ("format", "enum", "saved_model", "'saved_model' (any image size, resized inside), "
+         "'litert' (.tflite, builtin ops, uint8 images of the model's size) or 'onnx' (.onnx, "
+         "dynamic batch, uint8 images of the model's size).", list(FORMATS)),
+        ("quantize", "enum", "none", "LiteRT only: 'float16' weights, 'dynamic_range' (int8 "
+         "weights), 'int8' (full integer, calibrated on --dataset's training images) or 'none'.",
+         list(QUANTIZATIONS)),
+        ("image_size", "integer", 0, "Input size of a model whose size is not fixed; 0: the "
+         "model's own."),
+        ("dataset", "string", None, "With --quantize=int8: the TFDS dataset whose training "
+         "images calibrate the int8 ranges (the model's training data)."),
+        ("data_dir", "string", None, "TFDS data directory of --dataset; unset: TFDS's default."),
+        ("calibration_split", "string", "train", "Split of --dataset the calibration images are "
+         "drawn from."),
+        ("calibration_images", "integer", 200, "Images drawn (seed 0) to calibrate int8."),
+        ("opset", "integer", ONNX_OPSET, "ONNX opset of --format=onnx."),
+    )
+
 
 _EXPLAIN_FLAGS = (
     _MODEL,
@@ -257,8 +264,7 @@ def config_from_flags():
 
 def define_export_flags():
     """Defines the flags of `python -m training.export`."""
-    # --output or its old name --output_dir: training.export checks that one is given.
-    _define(_EXPORT_FLAGS, required=["model"])
+    _define(_export_flags(), required=["model", "output"])
 
 
 def define_explain_flags():

@@ -1,9 +1,12 @@
 """Input pipeline of the training binary: TFDS -> decode -> crop/resize -> augment -> batch.
 
-Three functions turn any TFDS image-classification dataset (features `image` and `label`) into
-what a training run needs, for one machine or for one worker of a `tf.distribute` strategy:
-`dataset_info` (classes, sizes, image shape: no pipeline built), `train_dataset` and
-`eval_dataset`; `load_datasets` returns all three at once.
+This module builds the pipelines; the data comes from `training.data_source` (the TFDS dataset
+found, checked, prepared, read and decoded) and the training augmentation from
+`training.augmentation` (`AugmentConfig`, re-exported here). Three functions turn any TFDS
+image-classification dataset (features `image` and `label`) into what a training run needs, for
+one machine or for one worker of a `tf.distribute` strategy: `dataset_info` (classes, sizes,
+image shape: no pipeline built), `train_dataset` and `eval_dataset`; `load_datasets` returns all
+three at once.
 
     train: read (shuffled files, this worker's part) -> decode [-> cache] -> shuffle -> repeat
            -> Inception crop or resize, random flip (per example)
@@ -25,88 +28,32 @@ Conventions every consumer relies on:
   RGB; `DatasetInfo.channels` says how many channels the model must be built for
   (`keras_vit.ViT(..., num_channels=info.channels)`).
 - Decoding errors (a corrupt image in the prepared files) surface when the iterator reaches them,
-  as TensorFlow errors; `explain_data_errors()` / `describe_data_error` turn them into a
-  ValueError naming the dataset, split and directory.
+  as TensorFlow errors; `explain_data_errors()` / `describe_data_error` (from
+  `training.data_source`, re-exported here) turn them into a ValueError naming the dataset,
+  split and directory.
 
-The binary reads prepared TFDS data only and never downloads (training jobs on TPU workers or
-behind firewalls must not fetch data on their own); the datasets in `training.datasets`
-(`digits`) are the exception: they are generated locally on first use, without network.
+The binary reads prepared TFDS data only and never downloads; the datasets in
+`training.datasets` (`digits`) are the exception: they are generated locally on first use,
+without network (see `training.data_source`).
 """
 
-import contextlib
 import dataclasses
-import difflib
-import os
-import re
 
-import keras
-import keras_cv
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
-import training.datasets  # Registers the embedded builders ("digits") with TFDS.
-from keras_vit.validation import check_int, check_number
+from keras_vit.layers.position_embedding import normalize_grid
+from keras_vit.validation import check_int, check_positive_int
+from training import augmentation, data_source
+from training.augmentation import AugmentConfig
+
+# Re-exported: callers catch decoding errors through this module.
+describe_data_error = data_source.describe_data_error
+explain_data_errors = data_source.explain_data_errors
 
 # A decoded split is cached in memory when it is at most this big (cifar10: 147 MiB,
 # digits: 92 KiB); datasets whose image shape is not fixed (imagenet2012) are never cached.
 _AUTO_CACHE_MAX_BYTES = 1 << 30
-# Aspect ratios of the Inception crop (Szegedy et al., 2015, as used by the ViT fine-tuning code).
-_CROP_ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Which training augmentations the pipeline applies. Evaluation is never augmented.
-
-    The defaults are the ViT paper's fine-tuning recipe (Inception crop and horizontal flip, no
-    RandAugment, no MixUp); `AugmentConfig.none()` turns everything off.
-
-    Args:
-        inception_crop: bool. Take a random crop covering `crop_area_range` of the image with an
-            aspect ratio in [3/4, 4/3], then resize it to the target size; when False, resize the
-            whole image. Defaults to True.
-        crop_area_range: (float, float). Fraction of the image area the Inception crop covers.
-            Defaults to (0.05, 1.0), the range of the original ViT input pipeline.
-        flip: bool. Random horizontal flip. Defaults to True (turn it off for digits and text).
-        rand_augment: bool. keras-cv RandAugment (Cubuk et al., 2020). Defaults to False.
-        rand_augment_layers: int. Operations applied to each image. Defaults to 2.
-        rand_augment_magnitude: float in [0, 1]. keras-cv's magnitude scale, where 1.0 is the
-            strongest distortion (the paper's m=10 of 30 is about 0.33). Defaults to 0.5.
-        mixup_alpha: float. MixUp (Zhang et al., 2018) Beta(alpha, alpha) parameter; 0 disables.
-            Defaults to 0.0.
-        cutmix_alpha: float. CutMix (Yun et al., 2019) Beta(alpha, alpha) parameter; 0 disables.
-            When both MixUp and CutMix are on, each batch gets one of them, chosen at random.
-            Defaults to 0.0.
-    """
-
-    inception_crop: bool = True
-    crop_area_range: tuple = (0.05, 1.0)
-    flip: bool = True
-    rand_augment: bool = False
-    rand_augment_layers: int = 2
-    rand_augment_magnitude: float = 0.5
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-
-    def __post_init__(self):
-        low, high = self.crop_area_range
-        if not 0.0 < low <= high <= 1.0:
-            raise ValueError(
-                f"crop_area_range {self.crop_area_range} is not a range within (0, 1]; expected "
-                "(low, high) with 0 < low <= high <= 1"
-            )
-        check_int("rand_augment_layers", self.rand_augment_layers, minimum=1)
-        # keras-cv's magnitude scale.
-        check_number("rand_augment_magnitude", self.rand_augment_magnitude, 0.0, 1.0,
-                     high_open=False)
-        for name in ("mixup_alpha", "cutmix_alpha"):  # 0 disables them
-            check_number(name, getattr(self, name), low=0.0)
-
-    @classmethod
-    def none(cls):
-        """Returns a config with every augmentation off: the training images are only resized."""
-        return cls(inception_crop=False, flip=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +118,7 @@ def preprocess_for_eval(image, image_size):
     Returns:
         float32 tensor (..., height, width, C) with values in [-1, 1].
     """
-    height, width = _image_size(image_size)
+    height, width = normalize_grid(image_size, name="image_size")
     image = tf.image.resize(image, (height, width), method="bilinear")
     return normalize(image)
 
@@ -199,14 +146,14 @@ def dataset_info(dataset, *, data_dir, image_size, train_split="train", eval_spl
     >>> info.num_classes, info.image_shape, info.eval_split
     (10, (32, 32, 1), 'test')
     """
-    height, width = _image_size(image_size)
-    source = _source(dataset, data_dir, channels)
-    eval_split = _eval_split(source.builder, eval_split)
+    height, width = normalize_grid(image_size, name="image_size")
+    source = data_source.open_source(dataset, data_dir, channels)
+    eval_split = source.eval_split(eval_split)
     return DatasetInfo(
         name=source.builder.name,
-        num_classes=len(source.class_names),
-        num_train_examples=_num_examples(source.builder, train_split, "train_split"),
-        num_eval_examples=_num_examples(source.builder, eval_split, "eval_split"),
+        num_classes=source.num_classes,
+        num_train_examples=source.num_examples(train_split, "train_split"),
+        num_eval_examples=source.num_examples(eval_split, "eval_split"),
         image_shape=(height, width, source.channels),
         class_names=tuple(source.class_names),
         train_split=train_split,
@@ -241,16 +188,15 @@ def train_dataset(
     Raises:
         ValueError: as `load_datasets`.
     """
-    height, width = _image_size(image_size)
+    size = normalize_grid(image_size, name="image_size")
     batch_size = _per_replica_batch_size(global_batch_size, input_context)
     if not isinstance(augment, AugmentConfig):
         raise ValueError(f"augment {augment!r} is not an AugmentConfig")
     check_int("shuffle_buffer", shuffle_buffer, minimum=1)
     check_int("seed", seed)
-    source = _source(dataset, data_dir, channels)
-    builder, channels, num_classes = source.builder, source.channels, len(source.class_names)
-    num_examples = _num_examples(builder, train_split, "train_split")
-    decode = _decoder(builder, train_split, source.image_feature, channels)
+    source = data_source.open_source(dataset, data_dir, channels)
+    num_examples = source.num_examples(train_split, "train_split")
+    decode = data_source.decoder(source, train_split)
     if cache is None:
         cache = _small_enough_to_cache(source.image_feature, num_examples)
     pipeline_id = input_context.input_pipeline_id if input_context else 0
@@ -258,7 +204,7 @@ def train_dataset(
     # Decoded images are cached before shuffling so that every epoch is shuffled anew; without a
     # cache the shuffle buffer holds the encoded bytes, which keeps a 10,000 example buffer of
     # ImageNet JPEGs at ~1 GiB instead of ~5 GiB decoded.
-    train = _read(builder, train_split, input_context, shuffle_files=True, seed=seed)
+    train = data_source.read(source, train_split, input_context, shuffle_files=True, seed=seed)
     if cache:
         train = train.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
     train = train.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
@@ -272,20 +218,18 @@ def train_dataset(
         image, label = example
         if not cache:
             image, label = decode(image, label)
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(example_seed, 2))
-        if augment.inception_crop:
-            image = _inception_crop(image, crop_seed, augment.crop_area_range)
-        image = tf.image.resize(image, (height, width), method="bilinear")
-        if augment.flip:
-            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-        label = tf.one_hot(label, num_classes, dtype=tf.float32)
-        return image, label
+        image = augmentation.crop_resize_flip(image, example_seed, augment, size)
+        return image, tf.one_hot(label, source.num_classes, dtype=tf.float32)
+
+    augment_batch = augmentation.batch_augmenter(augment, source.channels, seed)
+
+    def _train_batch(images, labels):
+        images, labels = augment_batch(images, labels)
+        return normalize(images), labels
 
     train = train.map(_train_example, num_parallel_calls=tf.data.AUTOTUNE)
     train = train.batch(batch_size, drop_remainder=True)
-    train = train.map(
-        _batch_augmenter(augment, channels, seed), num_parallel_calls=tf.data.AUTOTUNE
-    )
+    train = train.map(_train_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return _per_worker(train.prefetch(tf.data.AUTOTUNE), input_context)
 
 
@@ -312,24 +256,23 @@ def eval_dataset(
     Raises:
         ValueError: as `load_datasets`.
     """
-    height, width = _image_size(image_size)
+    size = normalize_grid(image_size, name="image_size")
     batch_size = _per_replica_batch_size(global_batch_size, input_context)
-    source = _source(dataset, data_dir, channels)
-    builder, num_classes = source.builder, len(source.class_names)
-    eval_split = _eval_split(builder, eval_split)
-    num_examples = _num_examples(builder, eval_split, "eval_split")
-    decode = _decoder(builder, eval_split, source.image_feature, source.channels)
+    source = data_source.open_source(dataset, data_dir, channels)
+    eval_split = source.eval_split(eval_split)
+    num_examples = source.num_examples(eval_split, "eval_split")
+    decode = data_source.decoder(source, eval_split)
     if cache is None:
         cache = _small_enough_to_cache(source.image_feature, num_examples)
 
-    evaluation = _read(builder, eval_split, input_context, shuffle_files=False, seed=0)
+    evaluation = data_source.read(source, eval_split, input_context, shuffle_files=False, seed=0)
     evaluation = evaluation.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         evaluation = evaluation.cache()
     evaluation = evaluation.map(
         lambda image, label: (
-            preprocess_for_eval(image, (height, width)),
-            tf.one_hot(label, num_classes, dtype=tf.float32),
+            preprocess_for_eval(image, size),
+            tf.one_hot(label, source.num_classes, dtype=tf.float32),
         ),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
@@ -359,26 +302,26 @@ def raw_images(dataset, *, data_dir, image_size, split, count=None, seed=None, c
         ValueError: as `load_datasets`, or `count` is not a positive int, or the split has
             fewer than `count` images.
     """
-    height, width = _image_size(image_size)
+    size = normalize_grid(image_size, name="image_size")
     if count is not None:
         check_int("count", count, minimum=1)
     if seed is not None:
         check_int("seed", seed)
-    source = _source(dataset, data_dir, channels)
-    num_examples = _num_examples(source.builder, split, "split")
+    source = data_source.open_source(dataset, data_dir, channels)
+    num_examples = source.num_examples(split, "split")
     if count is not None and count > num_examples:
         raise ValueError(
             f"count {count} is more than the {num_examples} images of {dataset!r} split {split!r}"
         )
-    decode = _decoder(source.builder, split, source.image_feature, source.channels)
-    ds = _read(source.builder, split, None, shuffle_files=False, seed=0)
+    decode = data_source.decoder(source, split)
+    ds = data_source.read(source, split, None, shuffle_files=False, seed=0)
     if seed is not None:
         ds = ds.shuffle(num_examples, seed=seed, reshuffle_each_iteration=False)
     if count is not None:
         ds = ds.take(count)
 
     def resize(image, label):
-        image = tf.image.resize(image, (height, width), method="bilinear")
+        image = tf.image.resize(image, size, method="bilinear")
         return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8), label
 
     ds = ds.map(decode).map(resize).batch(256)
@@ -483,71 +426,12 @@ def check_global_batch_size(global_batch_size, num_replicas=1):
     ...
     ValueError: global_batch_size 6 is not divisible by the number of replicas 4; use a multiple of 4
     """
-    if (
-        not isinstance(global_batch_size, int)
-        or isinstance(global_batch_size, bool)
-        or global_batch_size < 1
-    ):
-        raise ValueError(f"global_batch_size {global_batch_size!r} must be a positive int")
+    check_positive_int("global_batch_size", global_batch_size)
     if global_batch_size % num_replicas:
         raise ValueError(
             f"global_batch_size {global_batch_size} is not divisible by the number of replicas "
             f"{num_replicas}; use a multiple of {num_replicas}"
         )
-
-
-
-def describe_data_error(exc):
-    """Turns an image-decoding failure raised while iterating a dataset into a clear error.
-
-    TensorFlow reports a corrupt image only when the iterator reaches it, as an
-    `InvalidArgumentError` from deep inside the training loop. The decode ops of this pipeline
-    are named after their dataset and split, which lets this function say which data is broken.
-
-    Args:
-        exc: an exception raised while iterating a dataset from `load_datasets`.
-
-    Returns:
-        A ValueError naming the dataset, split and directory, or None when `exc` is not a
-        decoding failure of this pipeline.
-    """
-    if not isinstance(exc, tf.errors.OpError):
-        return None
-    message = str(exc)
-    for scope, (dataset, split, dataset_dir) in _DECODE_SCOPES.items():
-        if re.search(rf"\b{re.escape(scope)}/", message):
-            # The first line holds TensorFlow's reason; the rest is its node/function trace.
-            reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message).strip().splitlines()
-            reason = reason[0] if reason else "unknown error"
-            return ValueError(
-                f"Could not decode an image of dataset {dataset!r}, split {split!r} "
-                f"(files in {dataset_dir}): {reason}. The prepared files are corrupt or "
-                "incomplete; delete that directory and prepare the dataset again."
-            )
-    return None
-
-
-@contextlib.contextmanager
-def explain_data_errors():
-    """Context manager that re-raises image-decoding failures as `describe_data_error` says.
-
-    Example:
-    ```python
-    with explain_data_errors():
-        model.fit(train_ds, ...)
-    ```
-
-    Raises:
-        ValueError: from a decoding failure of a dataset of this pipeline (chained to the
-            original TensorFlow error); other exceptions pass through unchanged.
-    """
-    try:
-        yield
-    except tf.errors.OpError as exc:
-        error = describe_data_error(exc)
-        if error is None:
-            raise
-        raise error from exc
 
 
 def _per_replica_batch_size(global_batch_size, input_context):
@@ -557,57 +441,6 @@ def _per_replica_batch_size(global_batch_size, input_context):
         return global_batch_size
     check_global_batch_size(global_batch_size, input_context.num_replicas_in_sync)
     return input_context.get_per_replica_batch_size(global_batch_size)
-
-
-# Decode op name scope -> (dataset, split, directory), for describe_data_error.
-_DECODE_SCOPES = {}
-
-
-def _image_size(image_size):
-    """Validates an int or (height, width) image size; returns (height, width)."""
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        size = (image_size, image_size)
-    elif (
-        isinstance(image_size, (tuple, list))
-        and len(image_size) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) for s in image_size)
-    ):
-        size = tuple(image_size)
-    else:
-        raise ValueError(f"image_size {image_size!r} is not an int or a (height, width) pair")
-    if min(size) < 1:
-        raise ValueError(f"image_size {image_size!r} must be positive")
-    return size
-
-
-
-
-@dataclasses.dataclass(frozen=True)
-class _Source:
-    """A checked, prepared TFDS dataset: its builder, image feature, class names, channels."""
-
-    builder: object
-    image_feature: object
-    class_names: list
-    channels: int
-
-
-def _source(dataset, data_dir, channels):
-    """Resolves and checks `dataset` (ValueError naming what is wrong); prepares embedded ones."""
-    if channels not in (None, 1, 3):
-        raise ValueError(f"channels {channels!r} is not supported; expected None, 1 or 3")
-    builder = _builder(dataset, data_dir)
-    # Features first: they are known without data, and a text dataset should be told so, not
-    # told to download itself.
-    image_feature, class_names = _check_features(builder)
-    builder = _prepare(builder, dataset)
-    return _Source(builder, image_feature, class_names, channels or image_feature.shape[-1] or 3)
-
-
-def _eval_split(builder, eval_split):
-    if eval_split is None:
-        return "test" if "test" in builder.info.splits else "validation"
-    return eval_split
 
 
 def _per_worker(ds, input_context):
@@ -620,271 +453,8 @@ def _per_worker(ds, input_context):
     return ds.with_options(options)
 
 
-def _builder(dataset, data_dir):
-    """Returns the TFDS builder of `dataset`; ValueError for a bad data_dir or unknown name."""
-    if not isinstance(dataset, str) or not dataset:
-        raise ValueError(f"dataset {dataset!r} is not a TFDS dataset name")
-    if data_dir is not None:
-        data_dir = os.fspath(data_dir)
-        if not os.path.isdir(data_dir):
-            raise ValueError(f"data_dir {data_dir!r} does not exist or is not a directory")
-        if not os.access(data_dir, os.R_OK | os.X_OK):
-            raise ValueError(f"data_dir {data_dir!r} is not readable by this process")
-    try:
-        builder = tfds.builder(dataset, data_dir=data_dir)
-    except tfds.core.DatasetNotFoundError:
-        raise ValueError(_unknown_dataset_message(dataset, data_dir)) from None
-    return builder
-
-
-def _prepare(builder, dataset):
-    """Prepares an embedded dataset on first use; ValueError for any other unprepared one.
-
-    Returns the builder to read: `builder`, or a new one when the data was prepared here or by
-    another process meanwhile (a builder reads the prepared splits' sizes when it is made).
-    """
-    if builder.is_prepared():
-        return builder
-    if builder.name not in training.datasets.EMBEDDED_DATASETS:
-        raise ValueError(
-            f"dataset {dataset!r} is not prepared in data_dir "
-            f"{os.fspath(builder.data_dir_root)!r} and the training binary never downloads data; "
-            f"prepare it there first (e.g. `tfds build {builder.name} --data_dir=DIR` on a "
-            "machine with network access)"
-        )
-    # Generated from a package on this machine: no network involved. Several processes may
-    # start at once on one data_dir (every worker of a multi-worker run on a fresh machine or a
-    # shared file system): TFDS renames its finished folder onto the dataset's, and the second
-    # rename fails. One process prepares under a lock, the others wait and then read its data.
-    root = os.fspath(builder.data_dir_root)
-    os.makedirs(root, exist_ok=True)
-    with _file_lock(os.path.join(root, f".{builder.name}.prepare.lock")):
-        fresh = tfds.builder(builder.name, data_dir=root, version=str(builder.version))
-        if not fresh.is_prepared():
-            try:
-                fresh.download_and_prepare()
-            except FileExistsError:
-                # A file system without locks, and another process won the rename: its data is
-                # used when complete, else this error stands.
-                fresh = tfds.builder(builder.name, data_dir=root, version=str(builder.version))
-                if not fresh.is_prepared():
-                    raise
-                return fresh
-        return tfds.builder(builder.name, data_dir=root, version=str(builder.version))
-
-
-@contextlib.contextmanager
-def _file_lock(path):
-    """An exclusive `flock` on `path` for the block; the OS releases it if the process dies.
-
-    Where the file system has no locks (some network mounts), the block runs unlocked.
-    """
-    import fcntl
-
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError:  # ENOLCK, EOPNOTSUPP: no locks here
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _unknown_dataset_message(dataset, data_dir):
-    name = dataset.split(":")[0].split("/")[0]
-    # Network-free list: registered builders plus the dataset folders found in data_dir.
-    candidates = set(tfds.list_builders(with_community_datasets=False))
-    if data_dir is not None:
-        candidates.update(entry.name for entry in os.scandir(data_dir) if entry.is_dir())
-    close = difflib.get_close_matches(name, sorted(candidates), n=5, cutoff=0.7)
-    hint = f"; close names: {', '.join(close)}" if close else ""
-    where = f"data_dir {data_dir!r}" if data_dir is not None else "the default data_dir"
-    return (
-        f"unknown dataset {dataset!r}: neither a registered TFDS builder nor a prepared dataset "
-        f"in {where}{hint}"
-    )
-
-
-def _check_features(builder):
-    """Returns (image feature, class names); ValueError when the features do not fit."""
-    features = builder.info.features
-    keys = sorted(features.keys()) if isinstance(features, tfds.features.FeaturesDict) else []
-    if "image" not in keys or "label" not in keys:
-        raise ValueError(
-            f"dataset {builder.name!r} has features {keys}; an image classification dataset "
-            "needs an 'image' and a 'label' feature"
-        )
-    image, label = features["image"], features["label"]
-    if isinstance(image, tfds.features.Image):
-        valid_image = len(image.shape) == 3 and np.dtype(image.np_dtype) == np.uint8
-    else:
-        valid_image = (
-            isinstance(image, tfds.features.Tensor)
-            and len(image.shape) == 3
-            and np.dtype(image.np_dtype) == np.uint8
-        )
-    if not valid_image:
-        raise ValueError(
-            f"dataset {builder.name!r} has image feature {image!r}; expected a uint8 image of "
-            "shape (height, width, channels)"
-        )
-    if not isinstance(label, tfds.features.ClassLabel):
-        raise ValueError(
-            f"dataset {builder.name!r} has label feature {label!r}; expected a ClassLabel"
-        )
-    return image, label.names
-
-
-def _num_examples(builder, split, argument):
-    try:
-        return builder.info.splits[split].num_examples
-    except (KeyError, ValueError, TypeError):
-        raise ValueError(
-            f"{argument} {split!r} is not a split of dataset {builder.name!r}; available: "
-            f"{sorted(builder.info.splits.keys())}"
-        ) from None
-
-
 def _small_enough_to_cache(image_feature, num_examples):
     if any(dim is None for dim in image_feature.shape):
         return False
     height, width, channels = image_feature.shape
     return num_examples * height * width * channels <= _AUTO_CACHE_MAX_BYTES
-
-
-def _read(builder, split, input_context, *, shuffle_files, seed):
-    """Reads (encoded image, label) pairs of this worker's part of `split`."""
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        # Each worker reads a contiguous 1/n of the split (sizes differ by at most one example).
-        # Unlike `ds.shard(n, i)` after reading, no worker reads records it throws away (on
-        # ImageNet that would be every worker reading all 140 GB), and unlike file-level
-        # sharding (`ReadConfig(input_context=...)`) it works when a split has fewer files
-        # than workers (cifar10_jpeg, digits: one file).
-        split = tfds.even_splits(
-            split, n=input_context.num_input_pipelines, drop_remainder=False
-        )[input_context.input_pipeline_id]
-    read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
-    decoders = None
-    if isinstance(builder.info.features["image"], tfds.features.Image):
-        # Keep the bytes: decode after sharding and after the shuffle buffer, in our own named
-        # op, so that a corrupt image can be reported by dataset and split.
-        decoders = {"image": tfds.decode.SkipDecoding()}
-    ds = builder.as_dataset(
-        split=split, shuffle_files=shuffle_files, read_config=read_config, decoders=decoders
-    )
-    return ds.map(lambda example: (example["image"], example["label"]))
-
-
-def _decoder(builder, split, image_feature, channels):
-    """Returns a function (encoded image, label) -> (uint8 image (H, W, channels), label)."""
-    stored_channels = image_feature.shape[-1] or 3
-    static_shape = tuple(image_feature.shape[:2]) + (channels,)
-
-    def convert(image):
-        if stored_channels == channels:
-            return image
-        if channels == 3:
-            return tf.image.grayscale_to_rgb(image)
-        return tf.image.rgb_to_grayscale(image)
-
-    if not isinstance(image_feature, tfds.features.Image):
-        return lambda image, label: (convert(image), label)
-    split_name = str(split)
-    scope = "decode_image." + re.sub(r"[^A-Za-z0-9_.-]", "_", f"{builder.name}.{split_name}")
-    base, suffix = scope, 1
-    while _DECODE_SCOPES.get(scope, (builder.name, split_name))[:2] != (builder.name, split_name):
-        suffix += 1
-        scope = f"{base}.{suffix}"
-    _DECODE_SCOPES[scope] = (builder.name, split_name, os.fspath(builder.data_dir))
-
-    def decode(image, label):
-        image = tf.io.decode_image(
-            image, channels=stored_channels, expand_animations=False, name=scope
-        )
-        image = convert(image)
-        image.set_shape(static_shape)
-        return image, label
-
-    return decode
-
-
-def _inception_crop(image, seed, area_range):
-    """Random crop of `area_range` of the area with aspect ratio in [3/4, 4/3] (stateless)."""
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image),
-        # No object boxes: the whole image is the object; the area range alone bounds the crop.
-        bounding_boxes=tf.zeros([1, 0, 4], tf.float32),
-        seed=seed,
-        min_object_covered=0.0,
-        aspect_ratio_range=_CROP_ASPECT_RATIO_RANGE,
-        area_range=area_range,
-        max_attempts=10,
-        use_image_if_no_bounding_boxes=True,
-    )
-    crop = tf.slice(image, begin, size)
-    # tf.slice with a dynamic size loses the static channel count, which the model needs.
-    crop.set_shape([None, None, image.shape[-1]])
-    return crop
-
-
-@contextlib.contextmanager
-def _float32_policy():
-    # keras-cv layers take their compute dtype from the global policy when they are built; under
-    # the training binary's "mixed_bfloat16" RandAugment's sub-layers would then return bfloat16
-    # from some branches and float32 from others, which tf.cond rejects (and pixel values would
-    # lose precision). Augmentation is input preprocessing: it runs in float32.
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def _batch_augmenter(augment, channels, seed):
-    """Returns the per-batch function: keras-cv RandAugment, MixUp/CutMix, then normalize."""
-    # keras-cv 0.9 layers run in tf.data on Keras 3 when called on whole batches inside
-    # `Dataset.map`; MixUp and CutMix must see a batch anyway (they mix examples with each other).
-    with _float32_policy():
-        rand_augment = None
-        if augment.rand_augment:
-            rand_augment = keras_cv.layers.RandAugment(
-                value_range=(0, 255),
-                augmentations_per_image=augment.rand_augment_layers,
-                magnitude=augment.rand_augment_magnitude,
-                seed=seed,
-            )
-        mixers = []
-        if augment.mixup_alpha > 0:
-            mixers.append(keras_cv.layers.MixUp(alpha=augment.mixup_alpha, seed=seed))
-        if augment.cutmix_alpha > 0:
-            mixers.append(keras_cv.layers.CutMix(alpha=augment.cutmix_alpha, seed=seed))
-        mixer = None
-        if len(mixers) == 1:
-            mixer = mixers[0]
-        elif mixers:
-            # batchwise: the whole batch gets MixUp or CutMix; they cannot be mixed per example.
-            mixer = keras_cv.layers.RandomChoice(mixers, batchwise=True, seed=seed)
-
-    def augment_batch(images, labels):
-        if rand_augment is not None:
-            if channels == 1:
-                # RandAugment's colour operations (rgb_to_grayscale) need 3 channels; on a gray
-                # image replicated to RGB every operation keeps the channels equal, so averaging
-                # them back loses nothing.
-                images = tf.reduce_mean(
-                    rand_augment(tf.tile(images, [1, 1, 1, 3]), training=True),
-                    axis=-1,
-                    keepdims=True,
-                )
-            else:
-                images = rand_augment(images, training=True)
-        if mixer is not None:
-            mixed = mixer({"images": images, "labels": labels}, training=True)
-            images, labels = mixed["images"], mixed["labels"]
-        return normalize(images), labels
-
-    return augment_batch

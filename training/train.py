@@ -64,7 +64,8 @@ from absl import app, logging  # noqa: E402
 from absl import flags as absl_flags  # noqa: E402
 
 from keras_vit import lora  # noqa: E402
-from training import checkpointing, distribute, fewshot, input_pipeline, loop  # noqa: E402
+from training import augmentation, checkpointing, data_source, distribute, fewshot  # noqa: E402
+from training import input_pipeline, loop  # noqa: E402
 from training import config as config_lib  # noqa: E402
 from training import flags as training_flags  # noqa: E402
 from training import outputs as outputs_lib  # noqa: E402
@@ -216,7 +217,7 @@ def _run(config, workdir, strategy, task, stopper, wall_start):
             return loop.evaluate(steps, data.eval, num_examples=data.info.num_eval_examples)
 
         # Loop, then the final evaluation.
-        with input_pipeline.explain_data_errors():
+        with data_source.explain_data_errors():
             progress = loop.train(
                 config, length, state, steps, lambda: iter(data.train(start)), start=start,
                 outputs=outputs, fewshot=periodic_fewshot, evaluate_fn=evaluate,
@@ -274,7 +275,7 @@ class RunData:
     def __init__(self, config, strategy, *, pretrained=None):
         self.config = config
         self.strategy = strategy
-        augment = input_pipeline.AugmentConfig(
+        augment = augmentation.AugmentConfig(
             inception_crop=config.random_crop,
             crop_area_range=(config.min_crop_area, 1.0),
             flip=config.flip,

@@ -108,7 +108,7 @@ def test_export_cli_from_model_keras(tmp_path, repo_root, subprocess_env):
     model.save(tmp_path / "model.keras")
     proc = subprocess.run(
         [sys.executable, "-m", "training.export", f"--model={tmp_path / 'model.keras'}",
-         f"--output_dir={tmp_path / 'out'}"],
+         f"--output={tmp_path / 'out'}"],
         cwd=repo_root, env=subprocess_env(), capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
@@ -127,7 +127,7 @@ def test_export_cli_from_model_keras(tmp_path, repo_root, subprocess_env):
 def test_export_cli_rejects_a_missing_model(tmp_path, repo_root, subprocess_env):
     proc = subprocess.run(
         [sys.executable, "-m", "training.export", f"--model={tmp_path / 'missing.keras'}",
-         f"--output_dir={tmp_path / 'out'}"],
+         f"--output={tmp_path / 'out'}"],
         cwd=repo_root, env=subprocess_env(), capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode != 0

@@ -6,9 +6,14 @@ import sys
 import textwrap
 
 _SCRIPT = textwrap.dedent("""
-    import json
+    import json, sys
     from absl import flags as absl_flags
     from training import flags as f
+
+    # The flags module alone does not load the input pipeline (TFDS, keras-cv) nor the exports.
+    heavy = ("training.export_formats", "training.input_pipeline", "keras_cv",
+             "tensorflow_datasets")
+    loaded_with_flags = sorted(m for m in heavy if m in sys.modules)
 
     # Every binary's flags in one process (as a test session or a notebook may do), then again.
     for define in (f.define_training_flags, f.define_export_flags, f.define_explain_flags,
@@ -19,6 +24,13 @@ _SCRIPT = textwrap.dedent("""
              "head_fusion", "num_components", "shots", "l2_reg", "npz", "num_classes"]
     result = {name: f.FLAGS[name].default for name in names}
     result["head_fusion_choices"] = sorted(f.FLAGS["head_fusion"].parser.enum_values)
+    result["loaded_with_flags"] = loaded_with_flags
+    # The export binary's choices are training.export_formats' own.
+    from training import export_formats
+    result["export_choices"] = [
+        list(f.FLAGS["format"].parser.enum_values), list(export_formats.FORMATS),
+        list(f.FLAGS["quantize"].parser.enum_values), list(export_formats.QUANTIZATIONS),
+        f.FLAGS["opset"].default, export_formats.ONNX_OPSET]
     try:
         f.FLAGS(["binary"])
     except absl_flags.IllegalFlagValueError as exc:
@@ -38,6 +50,10 @@ def test_all_binaries_flags_in_one_process(repo_root, subprocess_env):
     # Flags only one binary has take that binary's table defaults.
     assert result["head_fusion"] == "mean" and result["num_components"] == 28
     assert result["head_fusion_choices"] == ["max", "mean", "min"]
+    assert result["loaded_with_flags"] == []
+    formats, quantizations = ["saved_model", "litert", "onnx"], ["none", "float16",
+                                                                 "dynamic_range", "int8"]
+    assert result["export_choices"] == [formats, formats, quantizations, quantizations, 18, 18]
     assert result["shots"] == ["1", "5", "10", "25"] and result["l2_reg"] == 1024.0
     assert result["model"] is None and result["npz"] is None and result["num_classes"] is None
     # Required flags are checked at parse time; the first missing one is named.

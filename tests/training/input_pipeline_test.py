@@ -1,9 +1,14 @@
-"""Tests of training/input_pipeline.py on real TFDS reads: digits (made in tmp), cifar10_jpeg."""
+"""Tests of the input pipeline on real TFDS reads: digits (made in tmp), cifar10_jpeg.
+
+training/input_pipeline.py (the pipelines), with training/data_source.py (lookup, checks, reads,
+decode errors) and training/augmentation.py (AugmentConfig, crop and flip, keras-cv) under it.
+"""
 
 import collections
 import doctest
 import os
 import pathlib
+import re
 
 import keras
 import numpy as np
@@ -11,7 +16,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from training import input_pipeline
+from training import data_source, input_pipeline
 from training.input_pipeline import AugmentConfig, load_datasets
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -97,7 +102,7 @@ def test_dataset_info_checks_without_a_pipeline(digits_dir):
     with pytest.raises(ValueError, match=r"eval_split 'validation' is not a split"):
         input_pipeline.dataset_info("digits", data_dir=digits_dir, image_size=8,
                                     eval_split="validation")
-    with pytest.raises(ValueError, match="channels 2 is not supported"):
+    with pytest.raises(ValueError, match="Unknown channels 2: expected one of None, 1, 3"):
         input_pipeline.dataset_info("digits", data_dir=digits_dir, image_size=8, channels=2)
     info = input_pipeline.dataset_info("digits", data_dir=digits_dir, image_size=8, channels=3,
                                        train_split="train[:100]")
@@ -105,7 +110,7 @@ def test_dataset_info_checks_without_a_pipeline(digits_dir):
 
 
 @pytest.mark.parametrize("batch, replicas, match", [
-    (0, 1, "global_batch_size 0 must be a positive int"),
+    (0, 1, "global_batch_size must be a positive integer, received 0"),
     (6, 4, "global_batch_size 6 is not divisible by the number of replicas 4; use a multiple "
      "of 4"),
 ])
@@ -387,10 +392,12 @@ def test_unknown_split(digits_dir):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"image_size": 0}, "image_size 0 must be positive"),
-        ({"image_size": (8, 8, 1)}, r"image_size \(8, 8, 1\) is not an int or a \(height, width\)"),
-        ({"global_batch_size": 0}, "global_batch_size 0 must be a positive int"),
-        ({"channels": 4}, "channels 4 is not supported; expected None, 1 or 3"),
+        # keras_vit.layers.position_embedding.normalize_grid's wording: the one size rule.
+        ({"image_size": 0}, r"image_size must hold positive integers, received \(0, 0\)"),
+        ({"image_size": (8, 8, 1)},
+         r"image_size must be an int or a pair of ints \(height, width\), received \(8, 8, 1\)"),
+        ({"global_batch_size": 0}, "global_batch_size must be a positive integer, received 0"),
+        ({"channels": 4}, "Unknown channels 4: expected one of None, 1, 3"),
     ],
 )
 def test_invalid_sizes(digits_dir, kwargs, match):
@@ -400,8 +407,15 @@ def test_invalid_sizes(digits_dir, kwargs, match):
 
 
 def test_invalid_augment_config():
-    with pytest.raises(ValueError, match=r"crop_area_range \(0.0, 1.0\) is not a range"):
+    with pytest.raises(ValueError, match=r"crop_area_range\[0\] must be a number in \(0, 1\], "
+                                         r"received 0.0"):
         AugmentConfig(crop_area_range=(0.0, 1.0))
+    with pytest.raises(ValueError, match=r"crop_area_range\[1\] must be a number in \[0.5, 1\], "
+                                         r"received 0.3"):
+        AugmentConfig(crop_area_range=(0.5, 0.3))
+    with pytest.raises(ValueError, match=r"crop_area_range\[1\] must be a number in \[0.5, 1\], "
+                                         r"received 1.5"):
+        AugmentConfig(crop_area_range=(0.5, 1.5))
     with pytest.raises(ValueError, match=r"mixup_alpha must be a number in \[0, inf\), received -1"):
         AugmentConfig(mixup_alpha=-1)
 
@@ -454,11 +468,43 @@ def test_corrupt_image_names_dataset_and_split(tmp_path, cache):
     assert isinstance(raised.value.__cause__, tf.errors.InvalidArgumentError)
 
 
+def test_corrupt_image_names_its_own_directory(tmp_path):
+    # The same dataset and split in two directories, the later one intact: the error names the
+    # directory of the pipeline that failed (the decode op carries it; nothing global is kept).
+    broken, intact = tmp_path / "broken", tmp_path / "intact"
+    CorruptImages(data_dir=str(broken)).download_and_prepare()
+    CorruptImages(data_dir=str(intact)).download_and_prepare()
+    arguments = dict(image_size=4, global_batch_size=2, augment=NO_AUGMENT, cache=False)
+    train = load_datasets("corrupt_images", data_dir=str(broken), **arguments)[0]
+    load_datasets("corrupt_images", data_dir=str(intact), **arguments)
+    with pytest.raises(ValueError, match=r"split 'train' \(files in .*broken.corrupt_images"):
+        with data_source.explain_data_errors():
+            for _ in train.take(4):
+                pass
+
+
+def test_decode_op_name_round_trip():
+    name = data_source._decode_op_name("cifar10_jpeg", "train[:90%]", "/data/tfds/x 1.0.0")
+    # Only the characters TensorFlow allows in an op name.
+    assert re.fullmatch(r"[A-Za-z0-9_.\-/>]+", name)
+    for node in (name, name + "_1"):  # TensorFlow renames a second op of one graph: "_1"
+        error = data_source.describe_data_error(tf.errors.InvalidArgumentError(
+            None, None, f"jpeg data is corrupt\n\t [[{{{{node {node}/DecodeImage}}}}]]"))
+        assert str(error).startswith(
+            "Could not decode an image of dataset 'cifar10_jpeg', split 'train[:90%]' (files in "
+            "/data/tfds/x 1.0.0): jpeg data is corrupt. The prepared files are corrupt")
+
+
 def test_describe_data_error_ignores_other_errors():
+    assert input_pipeline.describe_data_error is data_source.describe_data_error
     assert input_pipeline.describe_data_error(RuntimeError("x")) is None
     assert input_pipeline.describe_data_error(
         tf.errors.InvalidArgumentError(None, None, "shape mismatch in node foo/bar")
     ) is None
+    # Names of the decode ops' shape that are not ours: not hex of JSON.
+    for node in ("decode_image.3132/DecodeImage", "decode_image.zz/DecodeImage"):
+        assert data_source.describe_data_error(
+            tf.errors.InvalidArgumentError(None, None, f"bad image in node {node}")) is None
     with pytest.raises(tf.errors.InvalidArgumentError, match="unrelated"):
         with input_pipeline.explain_data_errors():
             raise tf.errors.InvalidArgumentError(None, None, "unrelated")
