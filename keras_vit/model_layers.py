@@ -19,6 +19,10 @@ here, by role, instead of by string in each module:
 | `conv_root`          | `conv_root`          | `StdConv2D` (hybrids)      |
 | `gn_root`            | `gn_root`            | `GroupNormalization` (hybrids) |
 
+`call_layer` is how the chain is called (a dynamic-size `PositionEmbedding` also takes the
+images; the last block of a "token"-pooling model computes the [class] token alone): `ViT` builds
+through it and `keras_vit.finetune.adapt` rebuilds through it.
+
 Only public Keras APIs are used: `model.layers` (topological order), `get_layer`, and each
 layer's `input` / `output` (the tensors of its first call).
 """
@@ -151,7 +155,8 @@ def head_layer(num_classes, *, dtype=None):
     if dtype is None:
         policy = keras.config.dtype_policy()
         dtype = "float32" if policy.compute_dtype != policy.variable_dtype else None
-    return keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head", dtype=dtype)
+    return keras.layers.Dense(
+        num_classes, kernel_initializer="zeros", name=ROLES["head"][0], dtype=dtype)
 
 
 def layer_chain(model):

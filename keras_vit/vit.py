@@ -1,4 +1,11 @@
-"""`ViT(...)`: the Vision Transformer as a Functional `keras.Model`."""
+"""`ViT(...)`: the Vision Transformer as a Functional `keras.Model`.
+
+Three steps, each its own function: `keras_vit.model_settings.resolve` turns the arguments (and
+the preset or checkpoint `weights` names) into one checked `ModelSettings`; `build(settings)`
+makes the chain of layers, in the order of the paper's Eqs. 1-4; the weights are then loaded.
+Layer names come from `keras_vit.model_layers.ROLES`, and every layer is called through
+`keras_vit.model_layers.call_layer`, as `keras_vit.finetune.adapt` calls them.
+"""
 
 import os
 
