@@ -285,8 +285,12 @@ def _model_params(model):
 # --------------------------------------------------------------------------- reading files
 
 
-def _read_npz(path):
+def read_npz(path):
     """Reads every array of an `.npz` file without ever unpickling anything.
+
+    The one `.npz` reader of the library (checkpoints, LoRA adapter files): object arrays are
+    refused by their header's dtype, and each header's shape is checked against the bytes its
+    member holds before numpy allocates anything.
 
     Returns:
         dict key -> np.ndarray.
@@ -804,7 +808,7 @@ def _to_big_vision(arrays):
 
 def _npz_checkpoint(path):
     path = os.fspath(path)
-    canonical, sources, layout, ignored = _canonicalize(_read_npz(path), path)
+    canonical, sources, layout, ignored = _canonicalize(read_npz(path), path)
     # The architecture of an `.npz` comes from the caller (`ViT(variant, ...)`), as before:
     # the paper's files carry no config, only shapes (`inspect_npz` reads what they imply).
     return converters.Checkpoint(name=path, source="npz", layout=layout, architecture=None,

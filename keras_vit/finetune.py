@@ -25,7 +25,7 @@ from keras_vit.layers.position_embedding import (  # noqa: F401  (grid_of_length
     normalize_grid,
     patch_grid,
 )
-from keras_vit.validation import check_positive_int
+from keras_vit.validation import check_choice, check_int, check_positive_int
 
 
 def resize_position_embeddings(
@@ -85,15 +85,7 @@ def resize_position_embeddings(
             f"posemb must have shape (1, length, width) or (length, width), "
             f"received shape {posemb.shape}"
         )
-    if (
-        not isinstance(num_prefix_tokens, int)
-        or isinstance(num_prefix_tokens, bool)
-        or num_prefix_tokens < 0
-    ):
-        raise ValueError(
-            f"num_prefix_tokens must be a non-negative integer, received "
-            f"{num_prefix_tokens!r}"
-        )
+    check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
     interp.check_method(method)
     new_grid = normalize_grid(new_grid, name="new_grid")
     length = posemb.shape[-2]
@@ -204,11 +196,7 @@ def adapt(
     height, width = new_grid[0] * stride[0], new_grid[1] * stride[1]
     if num_classes is not None:
         check_positive_int("num_classes", num_classes)
-    if position_embeddings not in POSITION_EMBEDDING_MODES:
-        raise ValueError(
-            f"position_embeddings must be one of {POSITION_EMBEDDING_MODES}, "
-            f"received {position_embeddings!r}"
-        )
+    check_choice("position_embeddings", position_embeddings, POSITION_EMBEDDING_MODES)
     method = posemb_layer.interpolation if method is None else method
     interp.check_method(method)
     antialias = posemb_layer.antialias if antialias is None else bool(antialias)
@@ -234,12 +222,8 @@ def adapt(
         if layer is posemb_layer:
             config["grid_size"] = list(new_grid)
         new_layer = layer.__class__.from_config(config)
-        if dynamic and layer is posemb_layer:
-            x = new_layer(x, images=inputs)
-        elif layer is first_token_block:
-            x = new_layer(x, first_token_only=True)  # as `ViT` calls it
-        else:
-            x = new_layer(x)
+        x = model_layers.call_layer(
+            new_layer, x, inputs, first_token_only=layer is first_token_block)
         copies.append((new_layer, layer))
     if num_classes is not None:
         old_head = model_layers.find_layer(model, "head")

@@ -24,6 +24,8 @@ import functools
 import numpy as np
 from keras import ops
 
+from keras_vit.validation import check_choice
+
 METHODS = ("bilinear", "bicubic")
 
 
@@ -43,11 +45,7 @@ _KERNELS = {"bilinear": _linear_kernel, "bicubic": _keys_cubic_kernel}
 
 
 def check_method(method):
-    if method not in _KERNELS:
-        raise ValueError(
-            f"Unknown interpolation method {method!r}: expected one of "
-            f"{list(METHODS)}"
-        )
+    check_choice("interpolation method", method, METHODS)
 
 
 @functools.lru_cache(maxsize=256)

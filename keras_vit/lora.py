@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vit import model_layers
+from keras_vit import checkpoints, model_layers
 from keras_vit.files import atomic_write
 from keras_vit.layers.transformer_block import TransformerBlock
 from keras_vit.validation import check_positive_int
@@ -217,12 +217,11 @@ def load_lora_weights(model, path):
             names the variable and both shapes, or what is missing).
     """
     path = _check_npz_path(path)
-    with np.load(path, allow_pickle=False) as npz:
-        if _SETTINGS_KEY not in npz.files:
-            raise ValueError(f"{path!r} is not a LoRA adapter file of save_lora_weights: it "
-                             f"has no {_SETTINGS_KEY!r} entry")
-        settings = json.loads(str(npz[_SETTINGS_KEY]))
-        arrays = {key: npz[key] for key in npz.files if key != _SETTINGS_KEY}
+    arrays = checkpoints.read_npz(path)
+    if _SETTINGS_KEY not in arrays:
+        raise ValueError(f"{path!r} is not a LoRA adapter file of save_lora_weights: it "
+                         f"has no {_SETTINGS_KEY!r} entry")
+    settings = json.loads(str(arrays.pop(_SETTINGS_KEY)))
     layers = lora_layers(model)
     if layers:
         mine = _settings(model, layers)

@@ -19,6 +19,10 @@ here, by role, instead of by string in each module:
 | `conv_root`          | `conv_root`          | `StdConv2D` (hybrids)      |
 | `gn_root`            | `gn_root`            | `GroupNormalization` (hybrids) |
 
+`call_layer` is how the chain is called (a dynamic-size `PositionEmbedding` also takes the
+images; the last block of a "token"-pooling model computes the [class] token alone): `ViT` builds
+through it and `keras_vit.finetune.adapt` rebuilds through it.
+
 Only public Keras APIs are used: `model.layers` (topological order), `get_layer`, and each
 layer's `input` / `output` (the tensors of its first call).
 """
@@ -48,6 +52,11 @@ ROLES = {
 }
 
 
+def block_name(index):
+    """The name of Transformer block `index` (0-based) in a model `keras_vit.ViT` builds."""
+    return f"encoder_block_{index}"
+
+
 def find_layer(model, role):
     """The layer of `model` playing `role` (a key of `ROLES`), or None if it has none.
 
@@ -73,15 +82,55 @@ def transformer_blocks(model):
     return [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
 
 
-def last_block_computes_class_token_only(model):
-    """Whether `model`'s last block needs to compute its first token only.
+def computes_class_token_only(pooling, index, depth):
+    """Whether block `index` of `depth` computes its first token only, under `pooling`.
 
-    True when the model pools the [class] token (`TokenPooling("token")`): nothing after the
-    last block uses its other tokens, so `ViT` calls it with `first_token_only=True`, and a
-    rebuilt chain (`keras_vit.finetune.adapt`) should too.
+    The last block of a model that pools the [class] token (`"token"`): nothing after it reads
+    its other tokens, so it computes the [class] token alone (`first_token_only`), 6.3% of a
+    ViT-S/16 or B/16 training step's matmul FLOPs saved, the outputs unchanged.
+    """
+    return pooling == "token" and index == depth - 1
+
+
+def last_block_computes_class_token_only(model):
+    """Whether `model`'s last block computes its first token only (`computes_class_token_only`).
+
+    True when the model pools the [class] token (`TokenPooling("token")`): `ViT` calls its
+    last block with `first_token_only=True`, and a rebuilt chain (`keras_vit.finetune.adapt`)
+    should too.
     """
     pooling = find_layer(model, "pooling")
-    return pooling is not None and pooling.pooling == "token" and bool(transformer_blocks(model))
+    depth = len(transformer_blocks(model))
+    return pooling is not None and depth > 0 and computes_class_token_only(
+        pooling.pooling, depth - 1, depth)
+
+
+def call_layer(layer, x, images, *, first_token_only=False, **kwargs):
+    """Calls one layer of a ViT's chain on `x` as `keras_vit.ViT` calls it.
+
+    The one place that knows the chain's two calls with more than the previous output: a
+    `PositionEmbedding` with a `stride` (`ViT(dynamic_image_size=True)`) also takes the
+    model's `images`, whose shape gives each call's patch grid; a `TransformerBlock` called
+    with `first_token_only` (the last block, `computes_class_token_only`) returns the [class]
+    token alone. `keras_vit.vit.build` and `keras_vit.finetune.adapt` call every layer through
+    it.
+
+    Args:
+        layer: a layer of the chain.
+        x: the previous layer's output.
+        images: the model's input images.
+        first_token_only: bool. For a `TransformerBlock`: compute the first token only.
+            Defaults to False.
+        **kwargs: further call arguments (`training`, ...).
+
+    Returns:
+        The layer's output.
+    """
+    if isinstance(layer, PositionEmbedding) and layer.stride is not None:
+        return layer(x, images=images, **kwargs)
+    if isinstance(layer, TransformerBlock):
+        return layer(x, first_token_only=bool(first_token_only), **kwargs)
+    return layer(x, **kwargs)
 
 
 def num_classes(model):
@@ -106,7 +155,8 @@ def head_layer(num_classes, *, dtype=None):
     if dtype is None:
         policy = keras.config.dtype_policy()
         dtype = "float32" if policy.compute_dtype != policy.variable_dtype else None
-    return keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head", dtype=dtype)
+    return keras.layers.Dense(
+        num_classes, kernel_initializer="zeros", name=ROLES["head"][0], dtype=dtype)
 
 
 def layer_chain(model):

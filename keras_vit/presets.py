@@ -94,7 +94,7 @@ class Preset:
         url: str. Where the file is: an http://, https:// or gs:// URL.
         representation_size: int or None. Width of the pre-logits Dense + tanh, None when the
             checkpoint has none. Defaults to None.
-        pooling: str. `"token"` or `"gap"`. Defaults to `"token"`.
+        pooling: str. `"token"`, `"gap"` or `"distilled"`. Defaults to `"token"`.
         crop_fraction: float. Evaluation preprocessing: the image is resized to
             `resize = round(image_size / crop_fraction)` and the central `image_size` square
             kept. Defaults to 1.0 (resize to `image_size`, no crop).
@@ -192,6 +192,10 @@ def parameter_count(variant, *, image_size=224, num_classes=1000, representation
                     pooling="token", num_channels=3):
     """Parameters of `keras_vit.ViT(variant, ...)`, from the variant's sizes alone (no Keras).
 
+    A formula, so that listing the presets builds no model; `tests/presets_test.py` checks it
+    against the shapes of built models for every size of `keras_vit.variants.SIZES`, plain,
+    hybrid and distilled, and against `count_params()` for every preset.
+
     Per block: LayerNorms 2 * 2D, attention 4 * (D^2 + D) (query, key, value, output with
     biases), MLP 2 * D * mlp_dim + mlp_dim + D. Around the blocks: the patch embedding
     (P^2 * channels * D + D, or a hybrid's ResNet and its 1x1 projection), the class token D,
@@ -203,7 +207,7 @@ def parameter_count(variant, *, image_size=224, num_classes=1000, representation
         image_size: int or (height, width). Defaults to 224.
         num_classes: int. Defaults to 1000.
         representation_size: int or None. Defaults to None.
-        pooling: str. `"token"` or `"gap"`. Defaults to `"token"`.
+        pooling: str. `"token"`, `"gap"` or `"distilled"`. Defaults to `"token"`.
         num_channels: int. Defaults to 3.
 
     Returns:
@@ -224,13 +228,13 @@ def parameter_count(variant, *, image_size=224, num_classes=1000, representation
     else:
         count, channels = 0, num_channels
     count += spec.patch_size**2 * channels * d + d
-    tokens = (height // spec.stride) * (width // spec.stride)
-    if pooling == "token":
-        count += d  # the class token
-        tokens += 1
-    count += tokens * d
+    # The [class] token (unless "gap") and DeiT's distillation token, and a position embedding
+    # for each of them and each patch.
+    prefix = int(pooling != "gap") + int(spec.distillation_token)
+    tokens = prefix + (height // spec.stride) * (width // spec.stride)
+    count += prefix * d + tokens * d
     count += spec.depth * (4 * d * d + 2 * d * mlp + 9 * d + mlp) + 2 * d
-    features = d
+    features = 2 * d if pooling == "distilled" else d  # "distilled": [class, distillation]
     if representation_size is not None:
         count += d * representation_size + representation_size
         features = representation_size

@@ -1,12 +1,26 @@
-"""`ViT(...)`: the Vision Transformer as a Functional `keras.Model`."""
+"""`ViT(...)`: the Vision Transformer as a Functional `keras.Model`.
 
-import dataclasses
+Three steps, each its own function: `keras_vit.model_settings.resolve` turns the arguments (and
+the preset or checkpoint `weights` names) into one checked `ModelSettings`; `build(settings)`
+makes the chain of layers, in the order of the paper's Eqs. 1-4; the weights are then loaded.
+Layer names come from `keras_vit.model_layers.ROLES`, and every layer is called through
+`keras_vit.model_layers.call_layer`, as `keras_vit.finetune.adapt` calls them.
+"""
+
 import os
 
 import keras
 import numpy as np
 
-from keras_vit import checkpoints, downloads, finetune, hub, model_layers, presets, variants
+from keras_vit import (
+    checkpoints,
+    downloads,
+    finetune,
+    hub,
+    model_layers,
+    model_settings,
+    presets,
+)
 from keras_vit.layers import (
     ClassToken,
     PatchEmbedding,
@@ -14,10 +28,7 @@ from keras_vit.layers import (
     TokenPooling,
     TransformerBlock,
 )
-from keras_vit.layers.pooling import check_pooling
-from keras_vit.layers.position_embedding import patch_grid
 from keras_vit.layers.resnet import resnet_stem
-from keras_vit.validation import check_int, check_positive_int, check_rate
 
 
 def ViT(
@@ -154,134 +165,15 @@ def ViT(
     (2, 10)
     """
     weights, preset, checkpoint = _resolve_weights(weights)
-    if checkpoint is not None:
-        variant, image_size, pooling, num_classes, representation_size, preprocessing = (
-            _settings_from_checkpoint(checkpoint, variant, image_size, pooling, num_classes,
-                                      representation_size, include_top))
-        num_channels = checkpoint.architecture.num_channels
-    else:
-        preprocessing = None
-    if preset is not None:
-        if variant is not None and variants.parse_variant(variant).name != (
-            variants.parse_variant(preset.variant).name
-        ):
-            raise ValueError(
-                f"variant {variant!r} contradicts weights {preset.name!r}, a "
-                f"{preset.variant!r} checkpoint; leave variant unset or pass "
-                f"{preset.variant!r}"
-            )
-        variant = preset.variant
-        image_size, pooling, num_classes, representation_size = _unset_from(
-            preset, image_size, pooling, num_classes, representation_size, include_top)
-    variant = "B/16" if variant is None else variant
-    image_size = 224 if image_size is None else image_size
-    num_classes = 1000 if num_classes is None else num_classes
-    pooling = "token" if pooling is None else pooling
-    spec = variants.parse_variant(variant)
-    if approximate_gelu is not None and bool(approximate_gelu) != spec.approximate_gelu:
-        spec = dataclasses.replace(spec, approximate_gelu=bool(approximate_gelu))
-    grid = patch_grid(
-        image_size,
-        spec.stride,
-        requirement=(
-            f"divisible by {spec.stride}, the feature-map stride of hybrid variant "
-            f"{spec.name!r}"
-            if spec.is_hybrid
-            else f"divisible by patch_size {spec.patch_size} of variant {spec.name!r}"
-        ),
+    settings = model_settings.resolve(
+        variant, preset=preset, checkpoint=checkpoint, image_size=image_size,
+        num_classes=num_classes, pooling=pooling, representation_size=representation_size,
+        approximate_gelu=approximate_gelu, include_top=include_top, num_channels=num_channels,
+        dropout=dropout, attention_dropout=attention_dropout, drop_path_rate=drop_path_rate,
+        include_preprocessing=include_preprocessing, dynamic_image_size=dynamic_image_size,
+        remat=remat, name=name,
     )
-    height, width = grid[0] * spec.stride, grid[1] * spec.stride
-    check_pooling(pooling)
-    if spec.distillation_token != (pooling == "distilled") and pooling != "token":
-        raise ValueError(
-            f"pooling {pooling!r} needs a distillation token (a DeiT checkpoint's variant), "
-            f"and a distillation token needs pooling 'token' or 'distilled'"
-            if pooling == "distilled" else
-            f"pooling {pooling!r} cannot be used with a distillation token: expected 'token' "
-            f"or 'distilled'")
-    if include_top:
-        check_int("num_classes", num_classes, minimum=0)
-    check_positive_int("representation_size", representation_size, allow_none=True)
-    check_positive_int("num_channels", num_channels)
-    for arg, value in (
-        ("dropout", dropout),
-        ("attention_dropout", attention_dropout),
-        ("drop_path_rate", drop_path_rate),
-    ):
-        check_rate(arg, value)
-    if spec.hidden_dim % spec.num_heads != 0:
-        raise ValueError(
-            f"Variant {variant!r}: width {spec.hidden_dim} is not divisible "
-            f"by num_heads {spec.num_heads}"
-        )
-
-    num_prefix_tokens = (1 if pooling != "gap" else 0) + int(spec.distillation_token)
-
-    # Under a keras.RematScope around ViT(...), the Transformer blocks are created in the
-    # caller's scope, so that it selects them; they are recomputed as units
-    # (`TransformerBlock.rematerialized_call`). The other layers and the model itself are
-    # created outside any RematScope: their activations are a small part of the total, and
-    # Keras' recomputation of a whole Functional model, or of a layer called with keyword
-    # arguments, fails on TensorFlow.
-    with keras.RematScope(mode=None):
-        if dynamic_image_size:
-            images = keras.Input(shape=(None, None, num_channels), name="images")
-        else:
-            images = keras.Input(shape=(height, width, num_channels), name="images")
-        x = images
-        if include_preprocessing:
-            x = _preprocessing_layer(preprocessing, num_channels)(x)
-        if spec.is_hybrid:
-            x = resnet_stem(x, spec.resnet_units, spec.resnet_width)
-        x = PatchEmbedding(spec.patch_size, spec.hidden_dim, name="patch_embedding")(x)
-        if spec.distillation_token:
-            # DeiT's distillation token, prepended before the [class] token is, so that the
-            # sequence is [class, distillation, patches] as in DeiT.
-            x = ClassToken(name="distillation_token")(x)
-        if pooling != "gap":
-            x = ClassToken(name="class_token")(x)
-        if dynamic_image_size:
-            # The grid of each call comes from the images' shape; the embeddings are stored for
-            # `grid` and interpolated to it.
-            x = PositionEmbedding(
-                grid, num_prefix_tokens=num_prefix_tokens, stride=spec.stride,
-                name="position_embedding",
-            )(x, images=images)
-        else:
-            x = PositionEmbedding(
-                grid, num_prefix_tokens=num_prefix_tokens, name="position_embedding"
-            )(x)
-        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
-    for i in range(spec.depth):
-        # A model that classifies from the [class] token uses only that token
-        # of the last block's output: the last block computes it alone
-        # (`first_token_only`), 6.3% of a ViT-S/16 or B/16 training step's matmul FLOPs
-        # saved, in training and inference, the outputs unchanged.
-        x = TransformerBlock(
-            spec.num_heads,
-            spec.mlp_dim,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            drop_path_rate=drop_path_rate * i / max(spec.depth - 1, 1),
-            layer_norm_epsilon=spec.layer_norm_epsilon,
-            approximate_gelu=spec.approximate_gelu,
-            remat=remat,
-            name=f"encoder_block_{i}",
-        )(x, first_token_only=(pooling == "token" and i == spec.depth - 1))
-    with keras.RematScope(mode=None):
-        x = keras.layers.LayerNormalization(epsilon=spec.layer_norm_epsilon,
-                                            name="encoder_norm")(x)
-        x = TokenPooling(pooling, num_prefix_tokens=num_prefix_tokens, name="pooling")(x)
-        if include_top:
-            if representation_size is not None:
-                x = keras.layers.Dense(
-                    representation_size, activation="tanh", name="pre_logits"
-                )(x)
-            # Zero-initialized (the paper's fine-tuning head); float32 logits
-            # under mixed precision. num_classes=0: a backbone, no head (timm's convention).
-            if num_classes:
-                x = model_layers.head_layer(num_classes)(x)
-        model = keras.Model(images, x, name=_default_name(spec) if name is None else name)
+    model = build(settings)
     if checkpoint is not None:
         checkpoints.load_checkpoint(model, checkpoint)
     elif weights is not None:
@@ -289,44 +181,100 @@ def ViT(
     return model
 
 
-def _settings_from_checkpoint(checkpoint, variant, image_size, pooling, num_classes,
-                              representation_size, include_top):
-    """The arguments of a Hub checkpoint's architecture, where the call leaves them unset.
+def build(settings):
+    """The Functional `keras.Model` of a `keras_vit.model_settings.ModelSettings`, initialized.
 
-    `image_size`, `num_classes`, `pooling` and `representation_size` adapt it as they adapt a
-    preset; a `variant` that contradicts it is an error.
+    The paper's Eqs. 1-4, one function each: `_embed` (Eq. 1), `_encode` (Eqs. 2-3),
+    `_represent` (Eq. 4 and the head).
     """
-    arch = checkpoint.architecture
-    if variant is not None:
-        given, own = variants.parse_variant(variant), arch.spec
-        fields = ("patch_size", "hidden_dim", "depth", "mlp_dim", "num_heads")
-        if any(getattr(given, f) != getattr(own, f) for f in fields):
-            raise ValueError(
-                f"variant {variant!r} contradicts weights {checkpoint.name!r}, whose config "
-                f"states " + ", ".join(f"{f} {getattr(own, f)}" for f in fields)
-                + "; leave variant unset"
-            )
-    image_size, pooling, num_classes, representation_size = _unset_from(
-        arch, image_size, pooling, num_classes, representation_size, include_top)
-    preprocessing = (arch.mean, arch.std) if arch.mean is not None else None
-    return arch.spec, image_size, pooling, num_classes, representation_size, preprocessing
+    # Under a keras.RematScope around ViT(...), the Transformer blocks are created in the
+    # caller's scope, so that it selects them; they are recomputed as units
+    # (`TransformerBlock.rematerialized_call`). The other layers and the model itself are
+    # created outside any RematScope: their activations are a small part of the total, and
+    # Keras' recomputation of a whole Functional model, or of a layer called with keyword
+    # arguments, fails on TensorFlow.
+    with keras.RematScope(mode=None):
+        images = keras.Input(shape=_input_shape(settings), name="images")
+        x = _embed(images, settings)
+    x = _encode(x, images, settings)
+    with keras.RematScope(mode=None):
+        x = _represent(x, settings)
+        return keras.Model(images, x, name=settings.model_name)
 
 
-def _unset_from(source, image_size, pooling, num_classes, representation_size, include_top):
-    """The arguments left unset, from a `Preset` or a checkpoint's `Architecture`.
+def _embed(images, settings):
+    """Eq. 1: z0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos, then dropout."""
+    spec, x = settings.spec, images
+    if settings.include_preprocessing:
+        x = _preprocessing_layer(settings.mean_std, settings.num_channels)(x)
+    if spec.is_hybrid:
+        # Section 3.1: the patches are the 1x1 cells of a ResNet feature map.
+        x = resnet_stem(x, spec.resnet_units, spec.resnet_width)
+    x = PatchEmbedding(spec.patch_size, spec.hidden_dim, name=_name("patch_embedding"))(x)
+    if spec.distillation_token:
+        # DeiT's distillation token, prepended before the [class] token is, so that the
+        # sequence is [class, distillation, patches] as in DeiT.
+        x = ClassToken(name=_name("distillation_token"))(x)
+    if settings.pooling != "gap":
+        x = ClassToken(name=_name("class_token"))(x)
+    # With dynamic_image_size, the grid of each call comes from the images' shape (the
+    # layer's stride); the embeddings are stored for `settings.grid` and interpolated to it.
+    position_embedding = PositionEmbedding(
+        settings.grid, num_prefix_tokens=settings.num_prefix_tokens,
+        stride=spec.stride if settings.dynamic_image_size else None,
+        name=_name("position_embedding"),
+    )
+    x = model_layers.call_layer(position_embedding, x, images)
+    return keras.layers.Dropout(settings.dropout, name="embedding_dropout")(x)
 
-    The pre-logits layer stays only with the source's head (`finetune.default_pre_logits`).
-    """
-    image_size = source.image_size if image_size is None else image_size
-    pooling = source.pooling if pooling is None else pooling
-    num_classes = source.num_classes if num_classes is None else num_classes
-    if representation_size is None and include_top:
-        representation_size = finetune.default_pre_logits(
-            source_classes=source.num_classes,
-            source_pre_logits=source.representation_size,
-            target_classes=num_classes,
+
+def _encode(x, images, settings):
+    """Eqs. 2-3: `depth` pre-LN blocks, z' = MSA(LN(z)) + z, then z = MLP(LN(z')) + z'."""
+    spec = settings.spec
+    for i in range(spec.depth):
+        block = TransformerBlock(
+            spec.num_heads,
+            spec.mlp_dim,
+            dropout=settings.dropout,
+            attention_dropout=settings.attention_dropout,
+            drop_path_rate=settings.block_drop_path_rate(i),
+            layer_norm_epsilon=spec.layer_norm_epsilon,
+            approximate_gelu=spec.approximate_gelu,
+            remat=settings.remat,
+            name=model_layers.block_name(i),
         )
-    return image_size, pooling, num_classes, representation_size
+        x = model_layers.call_layer(block, x, images, first_token_only=(
+            model_layers.computes_class_token_only(settings.pooling, i, spec.depth)))
+    return x
+
+
+def _represent(x, settings):
+    """Eq. 4: y = LN(z_L), pooled; then the optional pre-logits and head."""
+    x = keras.layers.LayerNormalization(epsilon=settings.spec.layer_norm_epsilon,
+                                        name=_name("encoder_norm"))(x)
+    x = TokenPooling(settings.pooling, num_prefix_tokens=settings.num_prefix_tokens,
+                     name=_name("pooling"))(x)
+    if not settings.include_top:
+        return x
+    if settings.representation_size is not None:
+        x = keras.layers.Dense(
+            settings.representation_size, activation="tanh", name=_name("pre_logits")
+        )(x)
+    # Zero-initialized (the paper's fine-tuning head); float32 logits under mixed precision.
+    # num_classes=0: a backbone, no head (timm's convention).
+    if settings.num_classes:
+        x = model_layers.head_layer(settings.num_classes)(x)
+    return x
+
+
+def _name(role):
+    return model_layers.ROLES[role][0]
+
+
+def _input_shape(settings):
+    if settings.dynamic_image_size:
+        return (None, None, settings.num_channels)
+    return (*settings.image_size, settings.num_channels)
 
 
 def _preprocessing_layer(mean_std, num_channels):
@@ -334,23 +282,13 @@ def _preprocessing_layer(mean_std, num_channels):
     if mean_std is None or all(
             m == 0.5 and s == 0.5 for m, s in zip(*mean_std)):
         # The paper's checkpoints' input range [-1, 1].
-        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocessing")
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=_name("preprocessing"))
     mean, std = (np.broadcast_to(np.asarray(v, "float64"), (num_channels,)) for v in mean_std)
     # (x / 255 - mean) / std = x * scale + offset, per channel.
     return keras.layers.Rescaling(
         [float(v) for v in 1.0 / (255.0 * std)],
         offset=[float(v) for v in -mean / std],
-        name="preprocessing",
-    )
-
-
-def _default_name(spec):
-    """e.g. "vit_b16", or "vit_r50_b16" for a hybrid (Keras names allow no "+" or "/")."""
-    if not spec.is_hybrid:
-        return f"vit_{spec.size.lower()}{spec.patch_size}"
-    return "vit_" + "_".join(
-        "".join(c for c in part if c.isalnum())
-        for part in spec.name.lower().replace("/", "").split("+")
+        name=_name("preprocessing"),
     )
 
 

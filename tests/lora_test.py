@@ -183,6 +183,10 @@ def test_adapter_file_errors(tmp_path):
     np.savez(str(tmp_path / "plain.npz"), x=np.zeros(3))
     with pytest.raises(ValueError, match=r"is not a LoRA adapter file"):
         finetune.load_lora_weights(pretrained(), str(tmp_path / "plain.npz"))
+    # Read by the one safe .npz reader (keras_vit.checkpoints.read_npz): never unpickled.
+    np.savez(str(tmp_path / "pickled.npz"), x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"array 'x' holds pickled Python objects"):
+        finetune.load_lora_weights(pretrained(), str(tmp_path / "pickled.npz"))
 
 
 def test_bad_arguments_are_clear_errors():

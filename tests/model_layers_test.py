@@ -75,3 +75,22 @@ def test_model_head_plan_decides_what_weights_loads(tmp_path):
     other = keras_vit.ViT("mu/4", image_size=16, num_classes=3, weights=path)
     assert finetune.model_head_plan(source, other) == "zero_init"
     assert float(np.abs(keras.ops.convert_to_numpy(other.get_layer("head").kernel)).max()) == 0.0
+
+
+def test_call_layer_calls_the_chain_as_vit_does():
+    # The two calls with more than the previous output: a dynamic-size PositionEmbedding takes
+    # the images, the last block of a "token"-pooling model computes the [class] token alone.
+    images = keras.Input((None, None, 3))
+    tokens = keras.Input((None, 32))
+    dynamic = PositionEmbedding((2, 2), stride=4)
+    out = model_layers.call_layer(dynamic, tokens, images)
+    assert dynamic.input[1] is images and tuple(out.shape) == (None, None, 32)
+    fixed = keras.Input((5, 32))
+    block = TransformerBlock(2, 64)
+    assert tuple(model_layers.call_layer(block, fixed, images, first_token_only=True).shape) == (
+        None, 1, 32)
+    assert tuple(model_layers.call_layer(TransformerBlock(2, 64), fixed, images).shape) == (
+        None, 5, 32)
+    assert [model_layers.computes_class_token_only(p, i, 3)
+            for p in ("token", "gap") for i in range(3)] == [False, False, True] + [False] * 3
+    assert model_layers.block_name(3) == "encoder_block_3"

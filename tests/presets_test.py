@@ -3,6 +3,7 @@
 import collections
 import dataclasses
 import gc
+import math
 import re
 
 import keras
@@ -10,7 +11,7 @@ import pytest
 
 import keras_vit
 from keras_vit import presets
-from keras_vit.variants import VariantSpec, parse_variant
+from keras_vit.variants import SIZES, VariantSpec, parse_variant
 
 # Parameters of every built-in preset, pinned. Three independent checks stand behind them:
 # test_architecture_builds (count_params() of the Keras model), test_listed_size (the size the
@@ -178,6 +179,46 @@ def test_timm_parameter_counts():
 def test_parameter_count_matches_keras(variant, kwargs):
     expected = keras_vit.ViT(variant, **kwargs).count_params()
     assert presets.parameter_count(variant, **kwargs) == expected
+
+
+def _built_count(variant, **kwargs):
+    # The model's layers and variable shapes, without initializing the variables (no memory
+    # for H/14's 632M parameters, a second per build): the shapes are what count_params reads.
+    # clear_session drops the uninitialized variables Keras keeps for a later initialization.
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            model = keras_vit.ViT(variant, **kwargs)
+        return sum(math.prod(w.shape) for w in model.weights)
+    finally:
+        keras.backend.clear_session()
+
+
+_SHAPES_ONLY = "the shapes are the Keras model's, not the backend's: checked once, on TensorFlow"
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_parameter_count_formula_matches_every_size(size):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip(_SHAPES_ONLY)
+    assert presets.parameter_count(f"{size}/16") == _built_count(f"{size}/16")
+
+
+def test_parameter_count_formula_matches_every_option(size="mu"):
+    # Each option of the formula beside the sizes: pooling, a rectangular grid, pre-logits, a
+    # hybrid's ResNet, DeiT's distillation token, no head.
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip(_SHAPES_ONLY)
+    deit = dataclasses.replace(parse_variant(f"{size}/16"), distillation_token=True)
+    cases = [
+        (f"{size}/14", dict(image_size=(224, 196), num_classes=5, pooling="gap",
+                            representation_size=24)),
+        (f"R50+{size}/32", dict(image_size=64, num_classes=3)),
+        (deit, dict(image_size=32, num_classes=7, pooling="distilled")),
+        (deit, dict(image_size=32, num_classes=0)),
+    ]
+    for variant, kwargs in cases:
+        assert presets.parameter_count(variant, **kwargs) == _built_count(variant, **kwargs), (
+            variant, kwargs)
 
 
 def test_parameter_count_by_hand():

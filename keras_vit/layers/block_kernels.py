@@ -35,6 +35,12 @@ float64 NumPy reference); they differ in the ops a backend runs.
   time for GELU forward and backward under `mixed_bfloat16`). On JAX it runs
   in float32 between casts, which XLA fuses into the same loop.
 
+One branch here serves another layer: `checked_quotient`, the patch grid of an image side
+known only when a traced function runs. Only TensorFlow traces with unknown sides (JAX and
+PyTorch always see concrete shapes), and `keras.ops` has no assertion: the check that the side
+divides is a TensorFlow assertion, here so that every backend branch of the library is in this
+one module (`PositionEmbedding` of a model that takes images of any size calls it).
+
 What each of these measured, on which machine and at which commit, is in
 `benchmarks/results/cpu_2core_block_kernels.md`.
 """
@@ -169,3 +175,24 @@ def gelu(x, approximate):
         return ops.gelu(x, approximate=approximate)
     out = ops.gelu(ops.cast(x, "float32"), approximate=approximate)
     return ops.cast(out, x.dtype)
+
+
+def checked_quotient(side, step, message):
+    """`side // step` of a traced image side, failing when the function runs if it does not divide.
+
+    Args:
+        side: scalar tensor. An image side unknown when the function was traced (TensorFlow).
+        step: int. The patch size (a hybrid's feature-map stride).
+        message: str. The error when `side % step != 0`.
+
+    Returns:
+        Scalar tensor `side // step`.
+    """
+    if not _tensorflow():
+        # JAX and PyTorch trace with concrete sides: the caller divides ints.
+        return side // step
+    import tensorflow as tf
+
+    check = tf.debugging.assert_equal(side % step, 0, message=message)
+    with tf.control_dependencies([check]):
+        return tf.identity(side // step)

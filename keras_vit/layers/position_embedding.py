@@ -6,6 +6,8 @@ import keras
 from keras import ops
 
 from keras_vit import interpolation as interp
+from keras_vit.layers.block_kernels import checked_quotient
+from keras_vit.validation import check_int
 
 
 def normalize_grid(grid_size, name="grid_size"):
@@ -163,15 +165,7 @@ class PositionEmbedding(keras.layers.Layer):
         super().__init__(**kwargs)
         self.grid_size = normalize_grid(grid_size)
         self.stride = None if stride is None else normalize_grid(stride, name="stride")
-        if (
-            not isinstance(num_prefix_tokens, int)
-            or isinstance(num_prefix_tokens, bool)
-            or num_prefix_tokens < 0
-        ):
-            raise ValueError(
-                f"num_prefix_tokens must be a non-negative integer, received "
-                f"{num_prefix_tokens!r}"
-            )
+        check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
         interp.check_method(interpolation)
         self.num_prefix_tokens = num_prefix_tokens
         self.initializer = keras.initializers.get(
@@ -251,7 +245,12 @@ class PositionEmbedding(keras.layers.Layer):
                     )
                 grid.append(side // step)
             else:
-                grid.append(_checked_quotient(side, step, axis))
+                # Only TensorFlow traces with unknown sides (JAX and PyTorch always see
+                # concrete shapes); the check then runs with the function.
+                grid.append(checked_quotient(
+                    side, step,
+                    message=f"Image {axis} is not divisible by {step}, the patch size (a "
+                    f"hybrid's feature-map stride)"))
         return tuple(grid)
 
     def call(self, inputs, grid_size=None, images=None):
@@ -291,21 +290,3 @@ class PositionEmbedding(keras.layers.Layer):
             }
         )
         return config
-
-
-def _checked_quotient(side, step, axis):
-    """`side // step` of a traced side, failing when the function runs if it does not divide.
-
-    Only TensorFlow traces with unknown sides (JAX and PyTorch always see concrete shapes), so
-    this is the one TensorFlow-specific line of the layer: `keras.ops` has no assertion.
-    """
-    import tensorflow as tf
-
-    check = tf.debugging.assert_equal(
-        side % step, 0,
-        message=f"Image {axis} is not divisible by {step}, the patch size (a hybrid's "
-        f"feature-map stride)",
-    )
-    with tf.control_dependencies([check]):
-        return tf.identity(side // step)
-

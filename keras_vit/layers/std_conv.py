@@ -3,18 +3,14 @@
 import keras
 from keras import ops
 
-from keras_vit.validation import check_positive_int
+from keras_vit.validation import check_choice, check_number, check_positive_int
 
 PADDINGS = ("same", "valid")
 
 
 def check_epsilon(epsilon):
-    if (
-        not isinstance(epsilon, (int, float))
-        or isinstance(epsilon, bool)
-        or not epsilon > 0
-    ):
-        raise ValueError(f"epsilon must be a positive number, received {epsilon!r}")
+    """A number > 0: the epsilon of a weight standardization or a GroupNorm."""
+    check_number("epsilon", epsilon, low=0.0, low_open=True)
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -76,10 +72,7 @@ class StdConv2D(keras.layers.Layer):
         check_positive_int("filters", filters)
         check_positive_int("kernel_size", kernel_size)
         check_positive_int("strides", strides)
-        if padding not in PADDINGS:
-            raise ValueError(
-                f"padding must be one of {PADDINGS}, received {padding!r}"
-            )
+        check_choice("padding", padding, PADDINGS)
         check_epsilon(epsilon)
         self.filters = filters
         self.kernel_size = kernel_size

@@ -1,11 +1,10 @@
 """The pre-LayerNorm Transformer encoder block of ViT."""
 
-import functools
-
 import keras
 from keras import ops
 
 from keras_vit.layers.block_kernels import attention, gelu, layer_norm
+from keras_vit.layers.block_masks import BlockMasks
 from keras_vit.validation import check_positive_int, check_rate
 
 
@@ -121,6 +120,7 @@ class TransformerBlock(keras.layers.Layer):
         self.seed = seed
         self.remat = bool(remat)
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self._remat_by_scope = False
 
     def build(self, input_shape):
         # The sublayers are never recomputed on their own: under a RematScope
@@ -192,129 +192,66 @@ class TransformerBlock(keras.layers.Layer):
         self.mlp_dense_1.build(token_shape)
         self.mlp_dense_2.build((None, self.mlp_dim))
 
-    _SUBLAYERS = (
-        "attention_norm", "qkv", "attention_output", "mlp_norm",
-        "mlp_dense_1", "mlp_dense_2",
-    )
+    def call(self, inputs, training=None, return_attention_weights=False,
+             first_token_only=False):
+        shape = ops.shape(inputs)
+        batch, length = shape[0], shape[1]
+        queries = 1 if first_token_only else length
+        # Dropout and stochastic-depth masks, drawn before anything is computed so that a
+        # recomputation (remat) applies the same ones.
+        masks = BlockMasks(self, batch, length, queries, training)
 
-    def _sublayer_policy(self, name):
-        # A DTypePolicyMap given as `dtype` (see `get_config`) holds the
-        # policies of quantized sublayers under their names. Keras would look
-        # a sublayer up by its full path ("encoder_block_0/qkv"); the name
-        # keeps a saved block loadable under another name or parent.
-        policy = self.dtype_policy
-        if isinstance(policy, keras.dtype_policies.DTypePolicyMap):
-            return policy[name]
-        return policy
+        def eqs_2_and_3(tokens):
+            # The token-wise work (LayerNorms, projections, MLP) runs on a (B * T, D) matrix:
+            # one 2-D GEMM per projection is measurably faster on CPU than the batched 3-D
+            # matmul a Dense does on (B, T, D).
+            x = ops.reshape(tokens, (-1, self.hidden_dim))
+            # Eq. (2): x' = MSA(LN(x)) + x.
+            attended, weights = self._msa(
+                layer_norm(self.attention_norm, x), batch, length, masks,
+                return_attention_weights, first_token_only,
+            )
+            if first_token_only:
+                x = tokens[:, 0]  # from here on, the first token of each example: (B, D)
+            x = x + masks.drop_path(attended, "path_attention")
+            # Eq. (3): x = MLP(LN(x')) + x'.
+            x = x + masks.drop_path(self._mlp(layer_norm(self.mlp_norm, x), masks), "path_mlp")
+            return ops.reshape(x, (batch, queries, self.hidden_dim)), weights
+
+        return self._run(eqs_2_and_3, inputs, training, return_attention_weights)
+
+    def _msa(self, x, batch, length, masks, return_weights, first_only):
+        # Multi-head self-attention of (B * T, D) normed tokens, with the dropout that follows
+        # its output projection: (B * Q, D).
+        out, weights = attention(
+            self.qkv(x), batch, length, self.num_heads, self.compute_dtype,
+            dropout=masks.attention_dropout(), return_weights=return_weights,
+            first_query_only=bool(first_only),
+        )
+        return masks.drop(self.attention_output(out), "attention_output"), weights
+
+    def _mlp(self, x, masks):
+        # Dense(mlp_dim) -> GELU -> Dense(D), dropout after each Dense.
+        x = masks.drop(self.mlp_dense_1(x), "mlp_hidden")
+        return masks.drop(self.mlp_dense_2(x), "mlp_output")
 
     def _gelu(self, x):
         # mlp_dense_1's activation, so that on TensorFlow the GELU ops sit in
         # the Dense's name scope, where grappler fuses them into the matmul.
         return gelu(x, self.approximate_gelu)
 
-    def _draw_masks(self, batch, length, training, queries=None):
-        """The block's random draws of one call: {name: boolean keep mask}.
+    # -- Gradient checkpointing (remat) ---------------------------------------------------------
 
-        Drawn before the block computes anything, so that a recomputation
-        (`remat`) applies the same masks. The stochastic-depth masks come
-        first, in the order the branches use them. `queries` is the number
-        of tokens per example the block computes outputs for: 1 with
-        `first_token_only`, else (None) `length`.
-        """
-        queries = length if queries is None else queries
-        if not training:
-            return {}
-        masks = {}
-        if self.drop_path_rate > 0:
-            for name in ("path_attention", "path_mlp"):
-                masks[name] = self._keep_mask((batch, 1, 1), self.drop_path_rate)
-        if self.dropout > 0:
-            tokens = batch * queries
-            for name, width in (
-                ("attention_output", self.hidden_dim),
-                ("mlp_hidden", self.mlp_dim),
-                ("mlp_output", self.hidden_dim),
-            ):
-                masks[name] = self._keep_mask((tokens, width), self.dropout)
-        if self.attention_dropout > 0:
-            masks["attention"] = self._keep_mask(
-                (batch, self.num_heads, queries, length), self.attention_dropout
-            )
-        return masks
-
-    def _keep_mask(self, shape, rate):
-        noise = keras.random.uniform(shape, seed=self.seed_generator)
-        return noise >= rate
-
-    def _drop(self, x, masks, name, rate):
-        # Inverted dropout with a drawn mask: kept values scaled by 1/keep.
-        if name not in masks:
-            return x
-        scale = ops.cast(1.0 / (1.0 - rate), x.dtype)
-        return x * (ops.cast(masks[name], x.dtype) * scale)
-
-    def _drop_path(self, branch, batch, masks, name):
-        # branch: (B * T, D); one keep/drop draw per example, shared by its
-        # T tokens.
-        if name not in masks:
-            return branch
-        branch = ops.reshape(branch, (batch, -1, self.hidden_dim))
-        branch = self._drop(branch, masks, name, self.drop_path_rate)
-        return ops.reshape(branch, (-1, self.hidden_dim))
-
-    def _msa(self, x, batch, length, masks, return_weights, first_only):
-        # Multi-head self-attention of (B * T, D) normed tokens, with the
-        # dropout that follows its output projection: (B * Q, D).
-        dropout = None
-        if "attention" in masks:
-            dropout = functools.partial(
-                self._drop, masks=masks, name="attention",
-                rate=self.attention_dropout,
-            )
-        out, weights = attention(
-            self.qkv(x), batch, length, self.num_heads, self.compute_dtype,
-            dropout=dropout, return_weights=return_weights,
-            first_query_only=first_only,
-        )
-        out = self._drop(
-            self.attention_output(out), masks, "attention_output", self.dropout
-        )
-        return out, weights
-
-    def _mlp(self, x, masks):
-        # Dense(mlp_dim) -> GELU -> Dense(D), dropout after each Dense.
-        x = self._drop(self.mlp_dense_1(x), masks, "mlp_hidden", self.dropout)
-        return self._drop(self.mlp_dense_2(x), masks, "mlp_output", self.dropout)
-
-    def _forward(self, inputs, batch, length, masks, return_weights,
-                 first_only=False):
-        # The token-wise work (LayerNorms, projections, MLP) runs on a
-        # (B * T, D) matrix: one 2-D GEMM per projection is measurably faster
-        # on CPU than the batched 3-D matmul a Dense does on (B, T, D).
-        x = ops.reshape(inputs, (-1, self.hidden_dim))
-        # Eq. (2): x = x + MSA(LN(x)).
-        attended, weights = self._msa(
-            layer_norm(self.attention_norm, x), batch, length, masks,
-            return_weights, first_only,
-        )
-        if first_only:
-            # From here on, the first token of each example: (B, D).
-            x = inputs[:, 0]
-        x = x + self._drop_path(attended, batch, masks, "path_attention")
-        # Eq. (3): x = x + MLP(LN(x)).
-        x = x + self._drop_path(
-            self._mlp(layer_norm(self.mlp_norm, x), masks), batch, masks,
-            "path_mlp",
-        )
-        queries = 1 if first_only else length
-        return ops.reshape(x, (batch, queries, self.hidden_dim)), weights
-
-    def call(self, inputs, training=None, return_attention_weights=False,
-             first_token_only=False):
-        return self._call(
-            inputs, training, return_attention_weights, first_token_only,
-            remat=self.remat,
-        )
+    def _run(self, forward, inputs, training, return_attention_weights):
+        """`forward(inputs)`, recomputed in the backward pass when remat is on in training."""
+        remat = self.remat or self._remat_by_scope
+        if not (remat and training) or return_attention_weights:
+            x, weights = forward(inputs)
+            return (x, weights) if return_attention_weights else x
+        # The recomputed function takes the tokens as its one (positional) argument; the masks
+        # and the rest are fixed by the closure (TensorFlow's recompute_grad would try to
+        # differentiate boolean arguments).
+        return keras.remat(lambda tokens: forward(tokens)[0])(inputs)
 
     def rematerialized_call(self, layer_call, *args, **kwargs):
         """The block's call under a `keras.RematScope`: recomputed as a unit.
@@ -330,35 +267,53 @@ class TransformerBlock(keras.layers.Layer):
             return layer_call  # the scope does not select this block
         return self._recomputed_call
 
-    def _recomputed_call(self, inputs, training=None, return_attention_weights=False,
-                         first_token_only=False):
-        return self._call(
-            inputs, training, return_attention_weights, first_token_only, remat=True
+    def _recomputed_call(self, *args, **kwargs):
+        # `call` with remat on: the flag is read while `call` runs (traces), in Python.
+        self._remat_by_scope = True
+        try:
+            return self.call(*args, **kwargs)
+        finally:
+            self._remat_by_scope = False
+
+    # -- Quantized sublayers (`model.quantize`) -------------------------------------------------
+
+    _SUBLAYERS = (
+        "attention_norm", "qkv", "attention_output", "mlp_norm",
+        "mlp_dense_1", "mlp_dense_2",
+    )
+
+    def _sublayer_policy(self, name):
+        # A DTypePolicyMap given as `dtype` (see `get_config`) holds the
+        # policies of quantized sublayers under their names. Keras would look
+        # a sublayer up by its full path ("encoder_block_0/qkv"); the name
+        # keeps a saved block loadable under another name or parent.
+        policy = self.dtype_policy
+        if isinstance(policy, keras.dtype_policies.DTypePolicyMap):
+            return policy[name]
+        return policy
+
+    def _quantized_dtype(self):
+        """The serialized `dtype` that records quantized sublayers, or None if there are none.
+
+        `model.quantize("int8")` quantizes the Dense sublayers (it changes the dtype policy of
+        each leaf layer), which the block's own policy does not say: `get_config` records their
+        policies, so that `from_config` builds them quantized and the saved int8 weights fit.
+        """
+        quantized = {
+            name: getattr(self, name).dtype_policy
+            for name in self._SUBLAYERS
+            if self.built and getattr(self, name).quantization_mode is not None
+        }
+        if not quantized:
+            return None
+        default = self.dtype_policy
+        if isinstance(default, keras.dtype_policies.DTypePolicyMap):
+            default = default.default_policy
+        return keras.dtype_policies.serialize(
+            keras.dtype_policies.DTypePolicyMap(default_policy=default, policy_map=quantized)
         )
 
-    def _call(self, inputs, training, return_attention_weights, first_only, remat):
-        shape = ops.shape(inputs)
-        batch, length = shape[0], shape[1]
-        first_only = bool(first_only)
-        masks = self._draw_masks(
-            batch, length, training, queries=1 if first_only else None
-        )
-        if not (remat and training) or return_attention_weights:
-            x, weights = self._forward(
-                inputs, batch, length, masks, return_attention_weights,
-                first_only,
-            )
-            return (x, weights) if return_attention_weights else x
-        # Gradient checkpointing. The recomputed function takes the tokens as
-        # its one (positional) argument; the masks and the rest are fixed by
-        # the closure (TensorFlow's recompute_grad would try to differentiate
-        # boolean arguments).
-        def forward(tokens):
-            return self._forward(
-                tokens, batch, length, masks, False, first_only
-            )[0]
-
-        return keras.remat(forward)(inputs)
+    # -- Shapes and config -----------------------------------------------------------------------
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -394,23 +349,7 @@ class TransformerBlock(keras.layers.Layer):
                 "remat": self.remat,
             }
         )
-        # `model.quantize("int8")` quantizes the Dense sublayers (it changes
-        # the dtype policy of each leaf layer), which the block's own policy
-        # does not say: record their policies, so that `from_config` builds
-        # them quantized and the saved int8 weights fit. An unquantized
-        # block keeps its plain policy.
-        quantized = {
-            name: getattr(self, name).dtype_policy
-            for name in self._SUBLAYERS
-            if self.built and getattr(self, name).quantization_mode is not None
-        }
-        if quantized:
-            default = self.dtype_policy
-            if isinstance(default, keras.dtype_policies.DTypePolicyMap):
-                default = default.default_policy
-            config["dtype"] = keras.dtype_policies.serialize(
-                keras.dtype_policies.DTypePolicyMap(
-                    default_policy=default, policy_map=quantized
-                )
-            )
+        quantized = self._quantized_dtype()
+        if quantized is not None:
+            config["dtype"] = quantized  # an unquantized block keeps its plain policy
         return config

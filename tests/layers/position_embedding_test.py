@@ -102,5 +102,5 @@ def test_errors():
         PositionEmbedding(grid_size="4x4")
     with pytest.raises(ValueError, match=r"Unknown interpolation method 'nearest'"):
         PositionEmbedding(grid_size=4, interpolation="nearest")
-    with pytest.raises(ValueError, match=r"num_prefix_tokens must be a non-negative integer, received -1"):
+    with pytest.raises(ValueError, match=r"num_prefix_tokens must be an integer >= 0, received -1"):
         PositionEmbedding(grid_size=4, num_prefix_tokens=-1)

@@ -96,7 +96,7 @@ def test_stem_max_pool_uses_same_padding():
     (dict(filters=8, groups=3), r"filters 8 is not divisible by groups 3"),
     (dict(filters=-1), r"filters must be a positive integer, received -1"),
     (dict(filters=32, strides=0), r"strides must be a positive integer, received 0"),
-    (dict(filters=32, epsilon=-1e-6), r"epsilon must be a positive number, received -1e-06"),
+    (dict(filters=32, epsilon=-1e-6), r"epsilon must be a number in \(0, inf\), received -1e-06"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

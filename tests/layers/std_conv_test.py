@@ -85,8 +85,8 @@ def test_mixed_bfloat16_standardizes_in_float32():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(filters=0, kernel_size=3), r"filters must be a positive integer, received 0"),
     (dict(filters=4, kernel_size=3, strides=1.5), r"strides must be a positive integer, received 1.5"),
-    (dict(filters=4, kernel_size=3, padding="causal"), r"padding must be one of \('same', 'valid'\), received 'causal'"),
-    (dict(filters=4, kernel_size=3, epsilon=0), r"epsilon must be a positive number, received 0"),
+    (dict(filters=4, kernel_size=3, padding="causal"), r"Unknown padding 'causal': expected one of same, valid"),
+    (dict(filters=4, kernel_size=3, epsilon=0), r"epsilon must be a number in \(0, inf\), received 0"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

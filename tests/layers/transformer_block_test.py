@@ -7,6 +7,7 @@ from layer_testing import run_layer_test, to_numpy
 
 from keras_vit.layers import TransformerBlock
 from keras_vit.layers.block_kernels import layer_norm
+from keras_vit.layers.block_masks import BlockMasks
 
 
 def _layer_norm(x, scale, bias, eps=1e-6):
@@ -126,7 +127,7 @@ def test_dropout_masks_keep_the_given_fraction():
     block = TransformerBlock(2, 48, dropout=0.25, attention_dropout=0.5, drop_path_rate=0.1,
                              seed=0)
     block.build((None, 9, 16))
-    masks = {name: to_numpy(mask) for name, mask in block._draw_masks(2000, 9, True).items()}
+    masks = {name: to_numpy(mask) for name, mask in BlockMasks(block, 2000, 9, 9, True).masks.items()}
     shapes = {name: mask.shape for name, mask in masks.items()}
     assert shapes == {
         "path_attention": (2000, 1, 1), "path_mlp": (2000, 1, 1),
@@ -137,7 +138,7 @@ def test_dropout_masks_keep_the_given_fraction():
                        ("mlp_hidden", 0.75), ("mlp_output", 0.75), ("attention", 0.5)):
         assert abs(masks[name].mean() - keep) < 0.03, (name, masks[name].mean())
     assert not np.array_equal(masks["path_attention"], masks["path_mlp"])
-    assert block._draw_masks(2000, 9, False) == {}
+    assert BlockMasks(block, 2000, 9, 9, False).masks == {}
 
 
 def test_width_not_divisible_by_heads():
