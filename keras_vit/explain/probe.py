@@ -131,6 +131,7 @@ def _probe(model, selected, attention):
     if key in probes:
         return probes[key]
     position = {id(block): i for i, block in enumerate(transformer_blocks(model))}
+    last_only = model_layers.last_block_computes_class_token_only(model)
     head = _head_layer(model)
     wanted = set(selected)
     captured = {}
@@ -141,15 +142,15 @@ def _probe(model, selected, attention):
             captured["features"] = args[0]
         if index is None:
             return layer(*args, **kwargs)
-        kwargs["training"] = False
-        if index in wanted:
-            # All tokens of a selected block, also of a model's last block,
-            # which computes the [class] token alone (`first_token_only`).
-            kwargs.pop("first_token_only", None)
         if index in wanted and attention:
-            out, captured[f"attention_{index}"] = _WithAttentionWeights(layer)(*args, **kwargs)
+            out, captured[f"attention_{index}"] = _WithAttentionWeights(layer)(args[0])
         else:
-            out = layer(*args, **kwargs)
+            # The chain's own call (`model_layers.call_layer`), except that a selected block
+            # returns all its tokens, also a model's last block, which otherwise computes the
+            # [class] token alone.
+            out = model_layers.call_layer(
+                layer, args[0], None, training=False,
+                first_token_only=last_only and index == len(position) - 1 and index not in wanted)
         if index in wanted:
             captured[f"tokens_{index}"] = out
         return out
@@ -183,8 +184,9 @@ class _WithAttentionWeights(keras.layers.Layer):
         super().__init__(name=f"{block.name}_with_attention", dtype=block.dtype_policy, **kwargs)
         self.block = block
 
-    def call(self, inputs, training=None):
-        return self.block(inputs, training=training, return_attention_weights=True)
+    def call(self, inputs):
+        return model_layers.call_layer(
+            self.block, inputs, None, training=False, return_attention_weights=True)
 
 
 def token_layout(model, image_size=None):
