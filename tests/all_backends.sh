@@ -11,6 +11,11 @@ export TF_CPP_MIN_LOG_LEVEL=2
 # Tests marked backend_independent (tests/conftest.py) run in TensorFlow's run only: it is the
 # shorter of the two chains.
 export KERAS_VIT_TESTS_BACKEND_INDEPENDENT_UNDER=tensorflow
+# XLA (JAX, and TensorFlow's jit-compiled training steps) compiles every new model and input
+# shape, and on these tiny test models most of that time is LLVM optimizing code that then runs
+# a few times: level 0 skips those passes and computes the same results (explain_test on JAX:
+# 100 s -> 60 s). Benchmarks and training runs outside the tests keep XLA's default.
+export XLA_FLAGS="${XLA_FLAGS:+${XLA_FLAGS} }--xla_backend_optimization_level=0"
 logs=$(mktemp -d)
 trap 'rm -rf "${logs}"' EXIT
 
