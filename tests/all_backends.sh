@@ -8,9 +8,9 @@
 # Extra arguments go to every pytest run (`bash tests/all_backends.sh tests/vit_test.py -x`).
 set -uo pipefail
 export TF_CPP_MIN_LOG_LEVEL=2
-# Tests marked backend_independent (tests/conftest.py) run in TensorFlow's run only: it is the
-# shorter of the two chains.
-export KERAS_VIT_TESTS_BACKEND_INDEPENDENT_UNDER=tensorflow
+# Tests marked backend_independent (tests/conftest.py) run in PyTorch's run only: the chain of
+# JAX and PyTorch is the shorter one (TensorFlow's alone runs the training binary's tests).
+export KERAS_VIT_TESTS_BACKEND_INDEPENDENT_UNDER=torch
 # XLA (JAX, and TensorFlow's jit-compiled training steps) compiles every new model and input
 # shape, and on these tiny test models most of that time is LLVM optimizing code that then runs
 # a few times: level 0 skips those passes and computes the same results (explain_test on JAX:
