@@ -18,6 +18,24 @@ import pytest  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# tests/all_backends.sh names the one backend whose run keeps the tests marked
+# `backend_independent` (file, HTTP and Hub-layout logic that no Keras backend computes); the
+# other runs skip them, since a second run could only repeat the first. Unset (a plain pytest
+# run), every backend runs them.
+_BACKEND_INDEPENDENT_UNDER = os.environ.get("KERAS_VIT_TESTS_BACKEND_INDEPENDENT_UNDER")
+
+
+def pytest_collection_modifyitems(config, items):
+    backend = keras.backend.backend()
+    if _BACKEND_INDEPENDENT_UNDER in (None, "", backend):
+        return
+    skip = pytest.mark.skip(
+        reason=f"backend-independent: run once, under {_BACKEND_INDEPENDENT_UNDER} "
+               "(KERAS_VIT_TESTS_BACKEND_INDEPENDENT_UNDER)")
+    for item in items:
+        if item.get_closest_marker("backend_independent"):
+            item.add_marker(skip)
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_policy():

@@ -15,7 +15,8 @@ import pytest
 from keras_vit import downloads
 
 # Every test downloads into an empty Keras cache of its own (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("keras_home")
+# Files and HTTP only, no Keras backend involved: tests/all_backends.sh runs this file once.
+pytestmark = [pytest.mark.usefixtures("keras_home"), pytest.mark.backend_independent]
 
 
 @pytest.fixture

@@ -4,6 +4,9 @@ import pytest
 
 from keras_vit.files import atomic_write
 
+# Files only: tests/all_backends.sh runs this file under one backend.
+pytestmark = pytest.mark.backend_independent
+
 
 def test_atomic_write_replaces_only_a_complete_file(tmp_path):
     path = tmp_path / "sub" / "model.weights.h5"

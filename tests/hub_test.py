@@ -27,6 +27,9 @@ timm = pytest.importorskip("timm", reason="writes the reference checkpoints")
 huggingface_hub = pytest.importorskip("huggingface_hub", reason="the hub extra")
 safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="the hub extra")
 safetensors_torch = pytest.importorskip("safetensors.torch", reason="the hub extra")
+# Files, HTTP and huggingface_hub only (the references are written by torch, whatever the Keras
+# backend): tests/all_backends.sh runs this file under one backend.
+pytestmark = pytest.mark.backend_independent
 
 # The tiny transformers ViT: 16x16 images of 4x4 patches, (16/4)^2 + 1 = 17 tokens of width 32.
 # Parameters: embeddings 32 (cls) + 17*32 (positions) + 4*4*3*32 + 32 (patches) = 2,144; each of

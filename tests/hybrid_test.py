@@ -65,13 +65,19 @@ def _images(shape, seed=0):
 @pytest.mark.parametrize("variant,image_size", sorted(PINNED_PARAMS))
 def test_parameter_counts(variant, image_size):
     # Built symbolically, never called: ~100M parameters, no forward pass.
-    model = keras_vit.ViT(variant, image_size=image_size)
+    # Counting needs the variables' shapes only: created uninitialized (a fraction of a second,
+    # not seconds), then forgotten by clear_session, so that no later scope initializes them.
+    with keras.StatelessScope(initialize_variables=False):
+        model = keras_vit.ViT(variant, image_size=image_size)
     assert model.count_params() == PINNED_PARAMS[(variant, image_size)]
     assert model.count_params() == _formula(variants.parse_variant(variant), image_size)
+    keras.backend.clear_session()
 
 
 def test_r50_b16_layout():
-    model = keras_vit.ViT("R50+B/16", image_size=64, num_classes=10)
+    # Names and shapes only: uninitialized variables (see test_parameter_counts).
+    with keras.StatelessScope(initialize_variables=False):
+        model = keras_vit.ViT("R50+B/16", image_size=64, num_classes=10)
     assert model.name == "vit_r50_b16"
     names = [layer.name for layer in model.layers]
     units = [n for n in names if n.startswith("block")]
@@ -88,6 +94,7 @@ def test_r50_b16_layout():
     assert tuple(model.get_layer("position_embedding").embeddings.shape) == (1, 1 + 4 * 4, 768)
     assert tuple(model.get_layer("conv_root").kernel.shape) == (7, 7, 3, 64)
     assert tuple(model.get_layer("gn_root").gamma.shape) == (64,)
+    keras.backend.clear_session()
 
 
 def test_r50_32_has_four_stages():

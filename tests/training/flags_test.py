@@ -5,6 +5,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+# The script runs in a TensorFlow subprocess whatever this run's backend, so one run suffices
+# (tests/all_backends.sh).
+pytestmark = pytest.mark.backend_independent
+
 _SCRIPT = textwrap.dedent("""
     import json, sys
     from absl import flags as absl_flags
