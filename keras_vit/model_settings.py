@@ -103,10 +103,11 @@ def resolve(variant=None, *, preset=None, checkpoint=None, image_size=None, num_
             num_channels=3, **options):
     """The `ModelSettings` of a `ViT(...)` call.
 
+    `variant`, `image_size`, `num_classes`, `pooling`, `representation_size`,
+    `approximate_gelu`, `include_top` and `num_channels` are `ViT`'s arguments, None where the
+    call leaves them unset.
+
     Args:
-        variant, image_size, num_classes, pooling, representation_size, approximate_gelu,
-            include_top, num_channels: `ViT`'s arguments; None where the call leaves them
-            unset.
         preset: `keras_vit.presets.Preset` or None. The preset `weights` names.
         checkpoint: `keras_vit.checkpoints.Checkpoint` or None. The Hub checkpoint `weights`
             names; its config's architecture fills what the call leaves unset.
