@@ -29,13 +29,18 @@ from keras_vit import (
     vit,
 )
 from keras_vit.layers import (
+    activations,
     block_kernels,
     class_token,
+    layer_scale,
+    map_head,
     patch_embedding,
     pooling,
     position_embedding,
+    register_tokens,
     resnet,
     std_conv,
+    swiglu,
     transformer_block,
 )
 
@@ -59,6 +64,9 @@ MODULES += [lora]  # LoRA fine-tuning
 MODULES += [distribution]  # keras.distribution layouts (model parallelism on JAX)
 
 MODULES += [hub, converters]  # Hugging Face Hub checkpoints
+
+# The DINOv2 / CLIP / SigLIP additions (issue 33).
+MODULES += [activations, layer_scale, register_tokens, map_head, swiglu]
 
 # A package's doctests are found in the module that defines each function, not where the
 # package re-exports it: keras_vit.explain's examples live in its modules.
