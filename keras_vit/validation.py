@@ -64,6 +64,24 @@ def check_choice(name, value, choices):
         )
 
 
+def known_width(input_shape, what="tokens", num_heads=None):
+    """The last (width) dimension of `input_shape`, checked known, and divisible by `num_heads`.
+
+    The build-time check of every layer that sizes its weights by the width of its input.
+    """
+    width = input_shape[-1]
+    if width is None:
+        raise ValueError(
+            f"The last (width) dimension of the {what} must be known, "
+            f"received input shape {tuple(input_shape)}"
+        )
+    if num_heads is not None and width % num_heads != 0:
+        raise ValueError(
+            f"The width {width} of the {what} is not divisible by num_heads {num_heads}"
+        )
+    return width
+
+
 def _number(x):
     # 0.0 -> "0", 0.05 -> "0.05", inf -> "inf": the interval reads as written in the docs.
     if math.isinf(x):

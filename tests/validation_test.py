@@ -1,6 +1,7 @@
 """Tests of keras_vit/validation.py: the argument checks every layer and binary shares."""
 
 import math
+import re
 
 import pytest
 
@@ -48,3 +49,14 @@ def test_valid_values_pass():
     validation.check_number("weight_decay", 0, low=0.0)
     validation.check_rate("dropout", 0.0)
     validation.check_choice("optimizer", "sgd", ("adamw", "sgd"))
+
+
+def test_known_width_returns_the_width_and_names_what_is_missing():
+    assert validation.known_width((None, 5, 32), num_heads=4) == 32
+    with pytest.raises(ValueError, match=re.escape(
+            "The last (width) dimension of the inputs must be known, received input shape "
+            "(None, 5, None)")):
+        validation.known_width((None, 5, None), "inputs")
+    with pytest.raises(ValueError, match=re.escape(
+            "The width 32 of the tokens is not divisible by num_heads 5")):
+        validation.known_width((None, 5, 32), num_heads=5)

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_vit.validation import known_width
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class ClassToken(keras.layers.Layer):
@@ -34,12 +36,7 @@ class ClassToken(keras.layers.Layer):
         self.initializer = keras.initializers.get(initializer)
 
     def build(self, input_shape):
-        hidden_dim = input_shape[-1]
-        if hidden_dim is None:
-            raise ValueError(
-                f"The last (width) dimension of the tokens must be known, "
-                f"received input shape {tuple(input_shape)}"
-            )
+        hidden_dim = known_width(input_shape)
         self.token = self.add_weight(
             shape=(1, 1, hidden_dim), initializer=self.initializer, name="token"
         )

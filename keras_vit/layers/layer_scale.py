@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_vit.validation import check_number
+from keras_vit.validation import check_number, known_width
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -44,12 +44,7 @@ class LayerScale(keras.layers.Layer):
         self.init_value = init_value
 
     def build(self, input_shape):
-        hidden_dim = input_shape[-1]
-        if hidden_dim is None:
-            raise ValueError(
-                f"The last (width) dimension of the inputs must be known, "
-                f"received input shape {tuple(input_shape)}"
-            )
+        hidden_dim = known_width(input_shape, "inputs")
         self.gamma = self.add_weight(
             shape=(hidden_dim,),
             initializer=keras.initializers.Constant(self.init_value),

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers.block_kernels import gelu
-from keras_vit.validation import check_number, check_positive_int
+from keras_vit.validation import check_number, check_positive_int, known_width
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -88,17 +88,7 @@ class MAPHead(keras.layers.Layer):
         self.approximate_gelu = approximate_gelu
 
     def build(self, input_shape):
-        hidden_dim = input_shape[-1]
-        if hidden_dim is None:
-            raise ValueError(
-                f"The last (width) dimension of the tokens must be known, "
-                f"received input shape {tuple(input_shape)}"
-            )
-        if hidden_dim % self.num_heads != 0:
-            raise ValueError(
-                f"The width {hidden_dim} of the tokens is not divisible by "
-                f"num_heads {self.num_heads}"
-            )
+        hidden_dim = known_width(input_shape, num_heads=self.num_heads)
         self.hidden_dim = hidden_dim
         self.head_dim = hidden_dim // self.num_heads
         # big_vision's initializers: Xavier-uniform probe and kernels; the

@@ -7,7 +7,7 @@ from keras import ops
 
 from keras_vit import interpolation as interp
 from keras_vit.layers.block_kernels import checked_quotient
-from keras_vit.validation import check_int
+from keras_vit.validation import check_int, known_width
 
 
 def normalize_grid(grid_size, name="grid_size"):
@@ -179,12 +179,7 @@ class PositionEmbedding(keras.layers.Layer):
         return self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
 
     def build(self, input_shape):
-        hidden_dim = input_shape[-1]
-        if hidden_dim is None:
-            raise ValueError(
-                f"The last (width) dimension of the tokens must be known, "
-                f"received input shape {tuple(input_shape)}"
-            )
+        hidden_dim = known_width(input_shape)
         self.embeddings = self.add_weight(
             shape=(1, self.sequence_length, hidden_dim),
             initializer=self.initializer,

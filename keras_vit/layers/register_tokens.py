@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_vit.validation import check_int
+from keras_vit.validation import check_int, known_width
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -62,12 +62,7 @@ class RegisterTokens(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        hidden_dim = input_shape[-1]
-        if hidden_dim is None:
-            raise ValueError(
-                f"The last (width) dimension of the tokens must be known, "
-                f"received input shape {tuple(input_shape)}"
-            )
+        hidden_dim = known_width(input_shape)
         length = input_shape[1]
         if length is not None and length < self.num_prefix_tokens:
             raise ValueError(

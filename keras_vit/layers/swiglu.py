@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_vit.validation import check_positive_int
+from keras_vit.validation import check_positive_int, known_width
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -58,12 +58,7 @@ class SwiGLU(keras.layers.Layer):
         self.output_dim = output_dim
 
     def build(self, input_shape):
-        width = input_shape[-1]
-        if width is None:
-            raise ValueError(
-                f"The last (width) dimension of the inputs must be known, "
-                f"received input shape {tuple(input_shape)}"
-            )
+        width = known_width(input_shape, "inputs")
         self.fc1 = keras.layers.Dense(
             2 * self.hidden_dim, name="fc1", dtype=self.dtype_policy
         )

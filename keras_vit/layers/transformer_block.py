@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_vit.layers.block_kernels import attention, gelu, layer_norm
 from keras_vit.layers.block_masks import BlockMasks
-from keras_vit.validation import check_positive_int, check_rate
+from keras_vit.validation import check_positive_int, check_rate, known_width
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -129,17 +129,7 @@ class TransformerBlock(keras.layers.Layer):
             self._build_sublayers(input_shape)
 
     def _build_sublayers(self, input_shape):
-        hidden_dim = input_shape[-1]
-        if hidden_dim is None:
-            raise ValueError(
-                f"The last (width) dimension of the tokens must be known, "
-                f"received input shape {tuple(input_shape)}"
-            )
-        if hidden_dim % self.num_heads != 0:
-            raise ValueError(
-                f"The width {hidden_dim} of the tokens is not divisible by "
-                f"num_heads {self.num_heads}"
-            )
+        hidden_dim = known_width(input_shape, num_heads=self.num_heads)
         self.hidden_dim = hidden_dim
         self.head_dim = hidden_dim // self.num_heads
         # Initializers of the reference implementation: Xavier-uniform
