@@ -9,6 +9,10 @@ import dataclasses
 import re
 
 from keras_vit.layers.resnet import check_units, check_width, stem_stride
+from keras_vit.validation import check_choice, check_int, check_number
+
+# The MLPs a block can have (`VariantSpec.activation`).
+ACTIVATIONS = ("gelu", "quick_gelu", "swiglu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +40,27 @@ class VariantSpec:
         distillation_token: bool. A second learnable token after the [class]
             token, as DeiT's distilled models (Touvron et al., 2021,
             https://arxiv.org/abs/2012.12877) have. Defaults to False.
+        activation: str. The MLP of each block: `"gelu"` (Dense -> GELU ->
+            Dense, the form `approximate_gelu` says), `"quick_gelu"` (OpenAI
+            CLIP's `x * sigmoid(1.702 x)`) or `"swiglu"` (DINOv2 giant's gated
+            MLP, `keras_vit.layers.SwiGLU`, whose hidden width is `mlp_dim`).
+            Defaults to `"gelu"`.
+        layer_scale: float or None. Initial value of a learned per-channel
+            scale on both residual branches of each block (LayerScale, Touvron
+            et al., 2021, https://arxiv.org/abs/2103.17239; DINOv2: 1e-5);
+            None for none. Defaults to None.
+        num_registers: int. Register tokens (Darcet et al., 2023,
+            https://arxiv.org/abs/2309.16588): learned tokens after the prefix
+            tokens, added after the position embeddings and left out of the
+            pooled output. Defaults to 0.
+        pre_norm: bool. A LayerNorm on the embedded tokens before the first
+            block (CLIP's `ln_pre`). Defaults to False.
+        patch_bias: bool. Whether the patch embedding has a bias (CLIP's has
+            none). Defaults to True.
 
-    The last three are the small differences of the checkpoints made by other
-    libraries (`keras_vit.converters`); a variant name gives the paper's values.
+    Every field after `resnet_width` describes a difference of a family of
+    checkpoints made by other libraries (`keras_vit.converters`); a variant
+    name gives the paper's values.
 
     For a hybrid, `patch_size` is the patch side on the feature map (1 for
     the paper's hybrids) and `stride` the side in pixels of the image area
@@ -62,6 +84,11 @@ class VariantSpec:
     layer_norm_epsilon: float = 1e-6
     approximate_gelu: bool = True
     distillation_token: bool = False
+    activation: str = "gelu"
+    layer_scale: float | None = None
+    num_registers: int = 0
+    pre_norm: bool = False
+    patch_bias: bool = True
 
     def __post_init__(self):
         # A list would make the spec unhashable and compare unequal to the
@@ -70,6 +97,10 @@ class VariantSpec:
         if self.resnet_units:
             check_units(self.resnet_units)
             check_width(self.resnet_width)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_int("num_registers", self.num_registers, minimum=0)
+        if self.layer_scale is not None:
+            check_number("layer_scale", self.layer_scale, 0.0, low_open=True)
 
     @property
     def is_hybrid(self):

@@ -33,7 +33,8 @@ class Architecture:
         spec: `keras_vit.variants.VariantSpec`. Width, depth, heads, MLP width, patch size, LayerNorm
             epsilon, GELU form, distillation token.
         image_size: (height, width). The size the checkpoint was trained at.
-        pooling: str. `"token"`, `"gap"` or `"distilled"` (`keras_vit.layers.TokenPooling`).
+        pooling: str. `"token"`, `"gap"` or `"distilled"` (`keras_vit.layers.TokenPooling`),
+            or `"map"` (`keras_vit.layers.MAPHead`, SigLIP's attention-probe pooling).
         num_classes: int. Outputs of its head; 0 for a backbone without one.
         representation_size: int or None. Width of a Dense + tanh after the pooling (the paper's
             pre-logits, transformers' `ViTModel` pooler).
@@ -257,8 +258,12 @@ def unexpected_keys(tensors, used, *, name, ignore=()):
 
 
 def spec_of(*, patch_size, hidden_dim, depth, num_heads, mlp_dim, layer_norm_epsilon,
-            approximate_gelu, distillation_token=False):
-    """A `VariantSpec` named after the size of `keras_vit.variants.SIZES` it matches, if any."""
+            approximate_gelu, distillation_token=False, **family_options):
+    """A `VariantSpec` named after the size of `keras_vit.variants.SIZES` it matches, if any.
+
+    `family_options` are the other `VariantSpec` fields (`activation`, `layer_scale`,
+    `num_registers`, `pre_norm`, `patch_bias`).
+    """
     dims = dict(hidden_dim=hidden_dim, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads)
     size = next((name for name, d in variants.SIZES.items() if d == dims), "custom")
     for key, value in dict(patch_size=patch_size, **dims).items():
@@ -271,6 +276,7 @@ def spec_of(*, patch_size, hidden_dim, depth, num_heads, mlp_dim, layer_norm_eps
     return variants.VariantSpec(
         size, patch_size, **dims, layer_norm_epsilon=float(layer_norm_epsilon),
         approximate_gelu=bool(approximate_gelu), distillation_token=bool(distillation_token),
+        **family_options,
     )
 
 
