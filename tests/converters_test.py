@@ -1,10 +1,6 @@
 """transformers and timm checkpoints <-> keras_vit, against those libraries' own forward passes.
 
-Every reference is a tiny model built from a config by transformers or timm (random weights, no
-download), with every parameter drawn at random (biases and LayerNorms included, so a mapping
-that drops or transposes one shows), and saved by the library itself (`save_pretrained`,
-`save_for_hf(safe_serialization=True)`). keras_vit's outputs must equal the library's within
-1e-4 of the output's scale on the backend under test.
+The references are tiny models their own library built and saved (`tests/torch_reference.py`).
 """
 
 import json
@@ -14,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+import torch_reference
 from hub_server import fake_hub, go_offline, never_the_real_hub  # noqa: F401
 
 import keras_vit
@@ -29,40 +26,9 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermed
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def _randomize(module, seed=0):
-    """Every parameter and buffer of `module` drawn at random (LayerNorm scales around 1)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if name.endswith(("norm.weight", "norm1.weight", "norm2.weight", "layernorm.weight",
-                              "layernorm_before.weight", "layernorm_after.weight")):
-                param.copy_(1.0 + 0.2 * noise)
-            else:
-                param.copy_(0.2 * noise)
-    return module.eval()
-
-
-def _images(count=2, size=16, seed=3):
-    """Model inputs, channels last (keras) and channels first (torch)."""
-    nhwc = np.random.default_rng(seed).normal(size=(count, size, size, 3)).astype("float32")
-    return nhwc, torch.from_numpy(nhwc.transpose(0, 3, 1, 2).copy())
-
-
-def _assert_close(ours, reference):
-    ours = keras.ops.convert_to_numpy(ours)
-    reference = reference.detach().numpy() if hasattr(reference, "detach") else reference
-    assert ours.shape == reference.shape
-    scale = float(np.abs(reference).max())
-    assert scale > 1e-2  # a degenerate reference would make the comparison unable to fail
-    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4 * scale)
-
-
-def _save_hf(model, folder, processor=None):
-    model.save_pretrained(folder)
-    if processor is not None:
-        processor.save_pretrained(folder)
-    return str(folder)
+_randomize, _images, _assert_close, _save_hf = (
+    torch_reference.randomize, torch_reference.images, torch_reference.assert_close,
+    torch_reference.save_hf)
 
 
 # ------------------------------------------------------------------ transformers, reading
@@ -255,11 +221,7 @@ def _timm_model(name, seed, **kwargs):
     return _randomize(timm.create_model(name, pretrained=False, **args), seed=seed), args
 
 
-def _save_timm(model, folder, args):
-    from timm.models import _hub
-
-    _hub.save_for_hf(model, str(folder), safe_serialization=True, model_args=args)
-    return str(folder)
+_save_timm = torch_reference.save_timm
 
 
 @pytest.mark.parametrize("name, kwargs", [
