@@ -7,6 +7,7 @@ from keras_vit.layers.activations import quick_gelu, swiglu_gate
 from keras_vit.layers.block_kernels import attention, gelu, layer_norm
 from keras_vit.layers.block_masks import BlockMasks
 from keras_vit.layers.layer_scale import LayerScale
+from keras_vit.layers.quantized_sublayers import QuantizedSublayers
 from keras_vit.validation import (
     check_choice,
     check_number,
@@ -20,7 +21,7 @@ ACTIVATIONS = ("gelu", "quick_gelu", "swiglu")
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class TransformerBlock(keras.layers.Layer):
+class TransformerBlock(QuantizedSublayers, keras.layers.Layer):
     """Pre-LN multi-head self-attention and MLP, each with a residual.
 
     Equations (2) and (3) of [the ViT paper](https://arxiv.org/abs/2010.11929):
@@ -308,6 +309,12 @@ class TransformerBlock(keras.layers.Layer):
         recomputes; so where Keras would recompute the block, the block
         runs its own `remat` path instead.
         """
+        mode = getattr(self._remat_mode, "mode", None)
+        if mode == "activations":
+            # That mode recomputes the activation functions of layers with an `activation`
+            # attribute; the block's `activation` names its MLP's form (a string), and its
+            # GELU lives inside `mlp_dense_1`, which no scope selects: not this block.
+            return layer_call
         if super().rematerialized_call(layer_call, *args, **kwargs) is layer_call:
             return layer_call  # the scope does not select this block
         return self._recomputed_call
@@ -320,43 +327,12 @@ class TransformerBlock(keras.layers.Layer):
         finally:
             self._remat_by_scope = False
 
-    # -- Quantized sublayers (`model.quantize`) -------------------------------------------------
+    # -- Quantized sublayers (`model.quantize`): recorded by `QuantizedSublayers` -------------
 
-    _SUBLAYERS = (
+    _QUANTIZABLE_SUBLAYERS = (
         "attention_norm", "qkv", "attention_output", "mlp_norm",
         "mlp_dense_1", "mlp_dense_2",
     )
-
-    def _sublayer_policy(self, name):
-        # A DTypePolicyMap given as `dtype` (see `get_config`) holds the
-        # policies of quantized sublayers under their names. Keras would look
-        # a sublayer up by its full path ("encoder_block_0/qkv"); the name
-        # keeps a saved block loadable under another name or parent.
-        policy = self.dtype_policy
-        if isinstance(policy, keras.dtype_policies.DTypePolicyMap):
-            return policy[name]
-        return policy
-
-    def _quantized_dtype(self):
-        """The serialized `dtype` that records quantized sublayers, or None if there are none.
-
-        `model.quantize("int8")` quantizes the Dense sublayers (it changes the dtype policy of
-        each leaf layer), which the block's own policy does not say: `get_config` records their
-        policies, so that `from_config` builds them quantized and the saved int8 weights fit.
-        """
-        quantized = {
-            name: getattr(self, name).dtype_policy
-            for name in self._SUBLAYERS
-            if self.built and getattr(self, name).quantization_mode is not None
-        }
-        if not quantized:
-            return None
-        default = self.dtype_policy
-        if isinstance(default, keras.dtype_policies.DTypePolicyMap):
-            default = default.default_policy
-        return keras.dtype_policies.serialize(
-            keras.dtype_policies.DTypePolicyMap(default_policy=default, policy_map=quantized)
-        )
 
     # -- Shapes and config -----------------------------------------------------------------------
 
@@ -396,7 +372,4 @@ class TransformerBlock(keras.layers.Layer):
                 "layer_scale": self.layer_scale,
             }
         )
-        quantized = self._quantized_dtype()
-        if quantized is not None:
-            config["dtype"] = quantized  # an unquantized block keeps its plain policy
-        return config
+        return self._config_with_quantized_dtype(config)
