@@ -4,11 +4,12 @@ import keras
 from keras import ops
 
 from keras_vit.layers.block_kernels import gelu
+from keras_vit.layers.quantized_sublayers import QuantizedSublayers
 from keras_vit.validation import check_number, check_positive_int, known_width
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class MAPHead(keras.layers.Layer):
+class MAPHead(QuantizedSublayers, keras.layers.Layer):
     """Pools the tokens with a learned probe query, then an MLP residual.
 
     Multihead attention pooling of [Zhai et al., 2022, "Scaling Vision
@@ -50,6 +51,12 @@ class MAPHead(keras.layers.Layer):
             `nn.gelu`, SigLIP's `gelu_pytorch_tanh`) or, False, the exact erf
             form. Defaults to True.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+            `dtype` may also be a `keras.dtype_policies.DTypePolicyMap` keyed
+            by sublayer name (`"query"`, `"key_value"`, `"attention_output"`,
+            `"norm"`, `"mlp_dense_1"`, `"mlp_dense_2"`): how `get_config`
+            records the Dense sublayers that `model.quantize(...)` quantized
+            (`keras_vit.layers.quantized_sublayers`), as `TransformerBlock`
+            does, so that a saved quantized model reloads.
 
     Call arguments:
         inputs: tokens (B, T, D).
@@ -68,6 +75,10 @@ class MAPHead(keras.layers.Layer):
 
     # What `keras_vit.ViT(pooling=...)` calls this pooling (`TokenPooling.pooling`'s counterpart).
     pooling = "map"
+
+    _QUANTIZABLE_SUBLAYERS = (
+        "query", "key_value", "attention_output", "norm", "mlp_dense_1", "mlp_dense_2",
+    )
 
     def __init__(
         self,
@@ -100,9 +111,9 @@ class MAPHead(keras.layers.Layer):
         self.probe = self.add_weight(
             shape=(1, 1, hidden_dim), initializer=xavier(), name="probe"
         )
-        policy = self.dtype_policy
+        policy = self._sublayer_policy
         self.query = keras.layers.Dense(
-            hidden_dim, kernel_initializer=xavier(), name="query", dtype=policy
+            hidden_dim, kernel_initializer=xavier(), name="query", dtype=policy("query")
         )
         # scale=2 with fan_avg gives k and v each the Xavier limit of (D, D).
         self.key_value = keras.layers.Dense(
@@ -111,14 +122,14 @@ class MAPHead(keras.layers.Layer):
                 scale=2.0, mode="fan_avg", distribution="uniform"
             ),
             name="key_value",
-            dtype=policy,
+            dtype=policy("key_value"),
         )
         self.attention_output = keras.layers.Dense(
             hidden_dim, kernel_initializer=xavier(), name="attention_output",
-            dtype=policy,
+            dtype=policy("attention_output"),
         )
         self.norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, name="norm", dtype=policy
+            epsilon=self.layer_norm_epsilon, name="norm", dtype=policy("norm")
         )
         tiny = keras.initializers.RandomNormal
         self.mlp_dense_1 = keras.layers.Dense(
@@ -127,14 +138,14 @@ class MAPHead(keras.layers.Layer):
             kernel_initializer=xavier(),
             bias_initializer=tiny(stddev=1e-6),
             name="mlp_dense_1",
-            dtype=policy,
+            dtype=policy("mlp_dense_1"),
         )
         self.mlp_dense_2 = keras.layers.Dense(
             hidden_dim,
             kernel_initializer=xavier(),
             bias_initializer=tiny(stddev=1e-6),
             name="mlp_dense_2",
-            dtype=policy,
+            dtype=policy("mlp_dense_2"),
         )
         token_shape = (None, hidden_dim)
         self.query.build(token_shape)
@@ -180,4 +191,4 @@ class MAPHead(keras.layers.Layer):
                 "approximate_gelu": self.approximate_gelu,
             }
         )
-        return config
+        return self._config_with_quantized_dtype(config)
