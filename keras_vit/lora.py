@@ -4,8 +4,9 @@ Low-rank adaptation ([Hu et al., 2021](https://arxiv.org/abs/2106.09685)) freeze
 kernel W (d_in, d_out) and learns W + (alpha / r) A B with A (d_in, r) and B (r, d_out), B
 starting at zero, so the adapted model starts as the pre-trained one. Keras' `Dense.enable_lora`
 does the per-layer work; this module chooses the layers of a ViT by role, freezes everything
-else except the new head (and optionally the LayerNorms), saves and loads only what training
-changed, and merges the adapters back into plain kernels for export.
+else except the new head (and optionally the per-channel scales: LayerNorms and LayerScale),
+saves and loads only what training changed, and merges the adapters back into plain kernels for
+export.
 
 Targets, by role (each role is one Dense layer in every `TransformerBlock`):
 
@@ -13,13 +14,27 @@ Targets, by role (each role is one Dense layer in every `TransformerBlock`):
 |--------------------|--------------------|---------------|
 | `qkv`              | `qkv`              | (D, 3D): one adapter, fused q, k and v |
 | `attention_output` | `attention_output` | (D, D)        |
-| `mlp_in`           | `mlp_dense_1`      | (D, mlp_dim)  |
+| `mlp_in`           | `mlp_dense_1`      | (D, mlp_dim); SwiGLU: (D, 2 mlp_dim), gate and value |
 | `mlp_out`          | `mlp_dense_2`      | (mlp_dim, D)  |
 
 The fused q|k|v kernel takes one adapter of rank r, i.e. one A shared by q, k and v and a B of
 3D columns: r (D + 3D) weights where three separate adapters would take 3 r (D + D), and q, k
-and v updates that share a rank-r input subspace. Groups: `"attention"` (qkv and
-attention_output), `"mlp"` (mlp_in and mlp_out), `"all"`.
+and v updates that share a rank-r input subspace. A SwiGLU MLP's packed gate|value kernel
+likewise takes one adapter. Groups: `"attention"` (qkv and attention_output), `"mlp"` (mlp_in
+and mlp_out), `"all"`.
+
+A model pooled by attention (`pooling="map"`, SigLIP's `MAPHead`) has one more attention layer
+after the blocks, and fine-tuning it is expected to adapt that layer's attention too (it alone
+decides which tokens the features come from): each role also names the same projection of the
+`MAPHead` (`POOLING_TARGETS`): `qkv` its `query` and `key_value` (two adapters: the query
+projects the learned probe, the keys and values the tokens), `attention_output` its
+`attention_output`, `mlp_in` / `mlp_out` its MLP. Its probe, like the [class] token and the
+register tokens, stays frozen.
+
+Only the head and the adapters train, and with `train_norms` the per-channel scales as well: the
+LayerNorms' scales and offsets (the blocks', the encoder's last, a `pre_norm` and a `MAPHead`'s
+own) and LayerScale's gammas (DINOv2), which are per-channel factors of the same kind and size
+(D each, a few thousand weights in all): frozen by default, trained together with the norms.
 """
 
 import json
@@ -31,6 +46,8 @@ from keras import ops
 
 from keras_vit import checkpoints, model_layers
 from keras_vit.files import atomic_write
+from keras_vit.layers.layer_scale import LayerScale
+from keras_vit.layers.map_head import MAPHead
 from keras_vit.layers.transformer_block import TransformerBlock
 from keras_vit.validation import check_positive_int
 
@@ -40,6 +57,14 @@ TARGETS = {
     "attention_output": "attention_output",
     "mlp_in": "mlp_dense_1",
     "mlp_out": "mlp_dense_2",
+}
+# role -> the MAPHead sublayers it names (`pooling="map"`): the same projections in its attention
+# pooling; its query and its keys|values are two Dense layers.
+POOLING_TARGETS = {
+    "qkv": ("query", "key_value"),
+    "attention_output": ("attention_output",),
+    "mlp_in": ("mlp_dense_1",),
+    "mlp_out": ("mlp_dense_2",),
 }
 TARGET_GROUPS = {
     "attention": ("qkv", "attention_output"),
@@ -92,12 +117,16 @@ def expand_targets(targets):
 
 
 def target_layers(model, targets=DEFAULT_TARGETS):
-    """The Dense layers of `model` that `targets` names, block by block, in call order."""
+    """The Dense layers of `model` that `targets` names, block by block, then a `MAPHead`'s."""
     roles = expand_targets(targets)
     blocks = model_layers.transformer_blocks(model)
     if not blocks:
         raise ValueError(f"Model {model.name!r} has no TransformerBlock: is it a keras_vit ViT?")
-    return [getattr(block, TARGETS[role]) for block in blocks for role in roles]
+    layers = [getattr(block, TARGETS[role]) for block in blocks for role in roles]
+    pooling = model_layers.find_layer(model, "pooling")
+    if isinstance(pooling, MAPHead):
+        layers += [getattr(pooling, name) for role in roles for name in POOLING_TARGETS[role]]
+    return layers
 
 
 def lora_layers(model):
@@ -108,11 +137,13 @@ def lora_layers(model):
 def enable_lora(model, rank, *, targets=DEFAULT_TARGETS, alpha=None, train_norms=False):
     """Puts LoRA adapters on a ViT's projections and freezes everything else but the head.
 
-    Changes `model` in place: each targeted Dense layer of every block gets Keras' LoRA
-    (`keras.layers.Dense.enable_lora`: A He-uniform, B zero, so the outputs do not change
-    until B is trained), and every other weight is frozen (`variable.trainable = False`)
-    except the prediction `head` (a new zero-initialized one after `keras_vit.finetune.adapt`,
-    Section 3.2 of the ViT paper) and, with `train_norms`, the LayerNorms' scales and offsets.
+    Changes `model` in place: each targeted Dense layer of every block (and of a `MAPHead`
+    pooling, see the module docstring) gets Keras' LoRA (`keras.layers.Dense.enable_lora`: A
+    He-uniform, B zero, so the outputs do not change until B is trained), and every other
+    weight is frozen (`variable.trainable = False`) except the prediction `head` (a new
+    zero-initialized one after `keras_vit.finetune.adapt`, Section 3.2 of the ViT paper) and,
+    with `train_norms`, the per-channel scales: the LayerNorms' scales and offsets and the
+    LayerScale gammas.
     Compile (or build the optimizer) after this call: an optimizer built before it holds the
     old trainable variables.
 
@@ -124,8 +155,9 @@ def enable_lora(model, rank, *, targets=DEFAULT_TARGETS, alpha=None, train_norms
             `"mlp_out"`, groups `"attention"`, `"mlp"`, `"all"`. Defaults to `("all",)`.
         alpha: None or number > 0. The adapters are scaled by alpha / rank; None uses alpha =
             rank (scale 1), Keras' default. Defaults to None.
-        train_norms: bool. Also train the LayerNorms (of every block and the encoder's last).
-            Defaults to False.
+        train_norms: bool. Also train the LayerNorms (of every block, the encoder's last, a
+            `pre_norm` and a `MAPHead`'s) and the LayerScale gammas (DINOv2). Defaults to
+            False.
 
     Returns:
         `model`, for chaining.
@@ -160,11 +192,7 @@ def enable_lora(model, rank, *, targets=DEFAULT_TARGETS, alpha=None, train_norms
     head = model_layers.find_layer(model, "head")
     trained = list(head.variables) if head is not None else []
     if train_norms:
-        trained += [
-            v for layer in _layers(model)
-            if isinstance(layer, keras.layers.LayerNormalization)
-            for v in layer.variables
-        ]
+        trained += [v for layer in _per_channel_scales(model) for v in layer.variables]
     for variable in trained:
         variable.trainable = True
     return model
@@ -174,9 +202,9 @@ def save_lora_weights(model, path):
     """Writes the weights LoRA fine-tuning changed: the adapters, the head, trained norms.
 
     Every trainable variable of `model` (after `enable_lora`: the adapters' A and B, the head,
-    the LayerNorms with `train_norms`) goes into an `.npz` file under its variable path, with
-    the adapters' settings; the frozen pre-trained weights are not written. The file is written
-    atomically (`keras_vit.files.atomic_write`).
+    the LayerNorms and LayerScale gammas with `train_norms`) goes into an `.npz` file under its
+    variable path, with the adapters' settings; the frozen pre-trained weights are not written.
+    The file is written atomically (`keras_vit.files.atomic_write`).
 
     Args:
         model: a keras_vit ViT with LoRA enabled.
@@ -312,18 +340,32 @@ def count_parameters(model):
     return trainable, sum(int(np.prod(v.shape)) for v in model.weights)
 
 
-# The Dense and LayerNorm sublayers of a TransformerBlock, by attribute name.
-_BLOCK_SUBLAYERS = (*TARGETS.values(), "attention_norm", "mlp_norm")
+# The Dense, LayerNorm and LayerScale sublayers of our layers that have them, by attribute name
+# (LayerScale's are None in a block without it).
+_SUBLAYERS = (
+    (TransformerBlock, (*TARGETS.values(), "attention_norm", "mlp_norm", "attention_scale",
+                        "mlp_scale")),
+    (MAPHead, ("query", "key_value", "attention_output", "norm", "mlp_dense_1", "mlp_dense_2")),
+)
 
 
 def _layers(model):
-    # The model's layers, each block followed by its Dense and LayerNorm sublayers (Keras has
-    # no public traversal of a custom layer's sublayers; the block's attributes are ours).
+    # The model's layers, each block (and a MAPHead) followed by its sublayers (Keras has no
+    # public traversal of a custom layer's sublayers; these layers' attributes are ours).
     for layer in model.layers:
         yield layer
-        if isinstance(layer, TransformerBlock):
-            for name in _BLOCK_SUBLAYERS:
-                yield getattr(layer, name)
+        for cls, names in _SUBLAYERS:
+            if isinstance(layer, cls):
+                for name in names:
+                    sublayer = getattr(layer, name, None)
+                    if sublayer is not None:
+                        yield sublayer
+
+
+def _per_channel_scales(model):
+    # What `train_norms` trains: the LayerNorms and the LayerScales.
+    return [layer for layer in _layers(model)
+            if isinstance(layer, (keras.layers.LayerNormalization, LayerScale))]
 
 
 def _check_lora_model(model):
@@ -345,10 +387,7 @@ def _settings(model, layers):
     # What the file's adapters are: enough to enable LoRA the same way on a fresh model.
     names = {layer.name for layer in layers}
     targets = [role for role, name in TARGETS.items() if name in names]
-    norms = [
-        layer for layer in _layers(model)
-        if isinstance(layer, keras.layers.LayerNormalization)
-    ]
+    norms = _per_channel_scales(model)
     return {
         "rank": int(layers[0].lora_rank),
         "alpha": float(layers[0].lora_alpha),
