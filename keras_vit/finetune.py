@@ -272,7 +272,8 @@ def fold_input_normalization(model, mean, std):
 
     Raises:
         ValueError: a hybrid (its first layer is a ResNet convolution with padding, not a
-            patch projection), or `mean` / `std` of the wrong length or a non-positive std.
+            patch projection), `mean` / `std` of the wrong length or a non-positive std, or
+            a mean other than 0.5 and a patch embedding without bias (CLIP's).
 
     Example:
 
@@ -297,11 +298,18 @@ def fold_input_normalization(model, mean, std):
             f"mean {mean.tolist()} and std {std.tolist()} must have {channels} values each "
             f"(the model's input channels), std positive")
     kernel = np.asarray(ops.convert_to_numpy(patches.projection.kernel), "float64")
-    bias = np.asarray(ops.convert_to_numpy(patches.projection.bias), "float64")
     scale, shift = 1.0 / (2.0 * std), (0.5 - mean) / std
+    if not patches.use_bias and np.any(shift != 0):
+        # CLIP's patch embedding has no bias (`patch_bias=False`): the shift has nowhere to go.
+        raise ValueError(
+            f"Model {model.name!r} has a patch embedding without bias: its input normalization "
+            f"mean {mean.tolist()} (other than 0.5) cannot be folded into it; give the model "
+            f"inputs normalized with that mean and std instead")
     patches.projection.kernel.assign((kernel * scale[:, None]).astype("float32"))
-    patches.projection.bias.assign(
-        (bias + np.einsum("pqcd,c->d", kernel, shift)).astype("float32"))
+    if patches.use_bias:
+        bias = np.asarray(ops.convert_to_numpy(patches.projection.bias), "float64")
+        patches.projection.bias.assign(
+            (bias + np.einsum("pqcd,c->d", kernel, shift)).astype("float32"))
 
 
 HEAD_PLANS = ("keep", "zero_init", "none")
