@@ -74,7 +74,8 @@ class Config:
             0 fine-tunes every weight (the paper's recipe).
         lora_targets: str. Comma-separated roles or groups the adapters go on ("qkv",
             "attention_output", "mlp_in", "mlp_out", "attention", "mlp", "all").
-        lora_train_norms: bool. With lora_rank: also train the LayerNorms.
+        lora_train_norms: bool. With lora_rank: also train the LayerNorms and the LayerScale
+            gammas.
         remat: bool. Gradient checkpointing: each Transformer block recomputes its
             activations in the backward pass (`keras_vit.ViT(remat=True)`), also for a model
             from init_from. Less memory per step for about one more forward pass.

@@ -56,8 +56,10 @@ _TRAINING_FLAGS = (
      "(keras_vit.finetune.enable_lora; WORKDIR/lora_weights.npz holds what was trained, "
      "model.keras the merged model). 0: fine-tune every weight."),
     ("lora_targets", "string", "With --lora_rank: comma-separated projections that get "
-     "adapters: qkv, attention_output, mlp_in, mlp_out, or the groups attention, mlp, all."),
-    ("lora_train_norms", "bool", "With --lora_rank: also train the LayerNorms."),
+     "adapters: qkv, attention_output, mlp_in, mlp_out, or the groups attention, mlp, all "
+     "(in every block, and in a MAP pooling head)."),
+    ("lora_train_norms", "bool", "With --lora_rank: also train the LayerNorms and the "
+     "LayerScale gammas."),
     ("remat", "bool", "Gradient checkpointing: recompute each Transformer block's activations "
      "in the backward pass (also for --init_from): much less memory per step for about one "
      "more forward pass (see README, Resolution and memory)."),
