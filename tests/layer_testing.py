@@ -1,4 +1,4 @@
-"""`run_layer_test`: the standard checks every keras_vit layer passes.
+"""`run_layer_test`: the standard checks every keras_vit layer passes; `loss_and_gradients`.
 
 Modelled on Keras' private `TestCase.run_layer_test`: config round trip with
 the non-default arguments given, symbolic and eager output shapes, weight
@@ -12,6 +12,44 @@ import numpy as np
 
 def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
+
+
+def loss_and_gradients(layer, x):
+    """(loss, gradients of the trainable weights) of sum(layer(x, training=True)^2), as the
+    backend's own training does it: a traced function on TensorFlow and JAX, eager PyTorch."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                y = layer(x, training=True)
+                loss = tf.reduce_sum(y * y)
+            return loss, tape.gradient(loss, layer.trainable_variables)
+
+        loss, grads = step(tf.constant(x))
+    elif backend == "jax":
+        import jax
+
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def loss_fn(trainable, x):
+            y, _ = layer.stateless_call(trainable, non_trainable, x, training=True)
+            return (y * y).sum()
+
+        loss, grads = jax.jit(jax.value_and_grad(loss_fn))(
+            [v.value for v in layer.trainable_variables], x
+        )
+    else:
+        import torch
+
+        y = layer(torch.tensor(x), training=True)
+        loss = (y * y).sum()
+        loss.backward()
+        grads = [v.value.grad for v in layer.trainable_variables]
+        loss = loss.detach()
+    return float(to_numpy(loss)), [to_numpy(g) for g in grads]
 
 
 def run_layer_test(

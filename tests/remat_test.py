@@ -5,7 +5,7 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
-from layer_testing import to_numpy
+from layer_testing import loss_and_gradients, to_numpy
 
 import keras_vit
 from keras_vit import variants
@@ -14,44 +14,6 @@ from keras_vit.layers import TransformerBlock
 # A 2-block micro ViT: enough to tell one selected block from all of them.
 TWO_BLOCKS = dataclasses.replace(variants.parse_variant("mu/4"), depth=2)
 STOCHASTIC = dict(dropout=0.2, attention_dropout=0.2, drop_path_rate=0.3)
-
-
-def _loss_and_gradients(layer, x):
-    """(loss, gradients of the trainable weights) of sum(layer(x, training=True)^2), as the
-    backend's own training does it: a traced function on TensorFlow and JAX, eager PyTorch."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        @tf.function
-        def step(x):
-            with tf.GradientTape() as tape:
-                y = layer(x, training=True)
-                loss = tf.reduce_sum(y * y)
-            return loss, tape.gradient(loss, layer.trainable_variables)
-
-        loss, grads = step(tf.constant(x))
-    elif backend == "jax":
-        import jax
-
-        non_trainable = [v.value for v in layer.non_trainable_variables]
-
-        def loss_fn(trainable, x):
-            y, _ = layer.stateless_call(trainable, non_trainable, x, training=True)
-            return (y * y).sum()
-
-        loss, grads = jax.jit(jax.value_and_grad(loss_fn))(
-            [v.value for v in layer.trainable_variables], x
-        )
-    else:
-        import torch
-
-        y = layer(torch.tensor(x), training=True)
-        loss = (y * y).sum()
-        loss.backward()
-        grads = [v.value.grad for v in layer.trainable_variables]
-        loss = loss.detach()
-    return float(to_numpy(loss)), [to_numpy(g) for g in grads]
 
 
 def _block(remat, **kwargs):
@@ -69,15 +31,15 @@ def test_block_gradients_equal_those_without_remat(stochastic):
     # 16 examples: every weight gets a gradient from some example whose branches are kept.
     x = np.random.default_rng(0).normal(size=(16, 17, 32)).astype("float32")
     kwargs = STOCHASTIC if stochastic else {}
-    loss, grads = _loss_and_gradients(_block(False, **kwargs), x)
-    remat_loss, remat_grads = _loss_and_gradients(_block(True, **kwargs), x)
+    loss, grads = loss_and_gradients(_block(False, **kwargs), x)
+    remat_loss, remat_grads = loss_and_gradients(_block(True, **kwargs), x)
     assert remat_loss == pytest.approx(loss, rel=1e-6)
     for grad, remat_grad in zip(grads, remat_grads, strict=True):
         assert np.abs(grad).max() > 1e-2  # a real gradient, which a mistake would change
         np.testing.assert_allclose(remat_grad, grad, rtol=1e-5, atol=1e-5 * np.abs(grad).max())
     if stochastic:
         # The masks were active: the loss is not the deterministic block's.
-        plain_loss, _ = _loss_and_gradients(_block(False), x)
+        plain_loss, _ = loss_and_gradients(_block(False), x)
         assert abs(plain_loss - loss) > 1e-3 * abs(loss)
 
 
@@ -103,14 +65,14 @@ def test_first_token_only_gradients_equal_those_of_the_sliced_full_block(remat, 
     # draws are the same in both; dropout masks have other shapes, so other draws).
     x = np.random.default_rng(2).normal(size=(16, 17, 32)).astype("float32")
     kwargs = dict(drop_path_rate=0.3) if drop_path else {}
-    loss, grads = _loss_and_gradients(_FirstTokenLoss(_block(remat, **kwargs), False), x)
-    alone_loss, alone_grads = _loss_and_gradients(_FirstTokenLoss(_block(remat, **kwargs), True), x)
+    loss, grads = loss_and_gradients(_FirstTokenLoss(_block(remat, **kwargs), False), x)
+    alone_loss, alone_grads = loss_and_gradients(_FirstTokenLoss(_block(remat, **kwargs), True), x)
     assert alone_loss == pytest.approx(loss, rel=1e-5)
     for grad, alone_grad in zip(grads, alone_grads, strict=True):
         assert np.abs(grad).max() > 1e-3  # every weight gets a gradient through the first token
         np.testing.assert_allclose(alone_grad, grad, rtol=1e-4, atol=1e-5 * np.abs(grad).max())
     if drop_path:
-        _, plain = _loss_and_gradients(_FirstTokenLoss(_block(remat), True), x)
+        _, plain = loss_and_gradients(_FirstTokenLoss(_block(remat), True), x)
         assert max(np.abs(a - b).max() for a, b in zip(plain, grads)) > 1e-3
 
 
