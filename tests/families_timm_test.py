@@ -7,6 +7,7 @@ epsilon, activation, SwiGLU, pooling) are the ones timm registers for them.
 """
 
 import ast
+import dataclasses
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import torch_reference
 from hub_server import fake_hub, go_offline, never_the_real_hub  # noqa: F401
 
 import keras_vit
-from keras_vit import checkpoints
+from keras_vit import checkpoints, variants
 from keras_vit.converters import timm_architectures
 
 torch = pytest.importorskip("torch")
@@ -181,6 +182,33 @@ def test_timm_family_arrays_are_timms_reshaped(reference):
         np.testing.assert_array_equal(arrays["pre_norm/scale"], state["norm_pre.weight"])
 
 
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("arch, input_size, expected", [
+    # SwiGLU: int(1536 * 5.33334) = 8192 packed outputs, 4096 after the gate.
+    ("vit_giant_patch14_reg4_dinov2", 518,
+     dict(hidden_dim=1536, depth=40, num_heads=24, mlp_dim=4096, activation="swiglu",
+          layer_scale=1e-5, num_registers=4, pooling="token", image_size=(518, 518))),
+    ("vit_large_patch14_clip_quickgelu_336", 336,
+     dict(hidden_dim=1024, depth=24, num_heads=16, mlp_dim=4096, activation="quick_gelu",
+          pre_norm=True, patch_bias=False, layer_norm_epsilon=1e-5, image_size=(336, 336))),
+    ("vit_so400m_patch14_siglip_384", 384,
+     dict(hidden_dim=1152, depth=27, num_heads=16, mlp_dim=4304, pooling="map",
+          approximate_gelu=False, image_size=(384, 384))),
+    ("vit_so400m_patch16_siglip_gap_256", 256,
+     dict(patch_size=16, mlp_dim=4304, pooling="gap", approximate_gelu=True)),
+], ids=["dinov2_giant_reg4", "clip_large_quickgelu", "siglip_so400m", "siglip_gap_tanh"])
+def test_a_hub_config_without_model_args_reads_as_the_registered_model(tmp_path, arch,
+                                                                       input_size, expected):
+    # What timm's Hub repos hold: the name and its pretrained_cfg, no model_args.
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump({"architecture": arch, "num_classes": 0, "pretrained_cfg": {
+            "input_size": [3, input_size, input_size], "mean": [0.5] * 3, "std": [0.5] * 3}}, f)
+    arch = checkpoints.read_checkpoint(str(tmp_path), config_only=True).architecture
+    found = {k: getattr(arch, k) if hasattr(arch, k) else getattr(arch.spec, k)
+             for k in expected}
+    assert found == expected
+
+
 # ------------------------------------------------------------------ keras_vit equals timm
 
 
@@ -191,6 +219,81 @@ def test_timm_family_equals_timm(reference):
     with torch.no_grad():
         expected = model(nchw)  # timm's default forward: pooled features or logits
     torch_reference.assert_close(ours(nhwc), expected)
+
+
+# ------------------------------------------------------------------ written back for timm
+
+
+def test_timm_family_written_back_loads_in_timm(reference, tmp_path):
+    case, model, folder = reference
+    ours = keras_vit.ViT(weights=folder)
+    written = checkpoints.save_pretrained(ours, tmp_path / "out", layout="timm")
+    # As timm reads a Hub repo: config.json (a registered name and model_args), then weights.
+    reloaded = timm.create_model("local-dir:" + written, pretrained=True).eval()
+    nhwc, nchw = torch_reference.images(size=28)
+    with torch.no_grad():
+        torch_reference.assert_close(ours(nhwc), reloaded(nchw))
+        torch_reference.assert_close(ours(nhwc), model(nchw))
+    # Every tensor timm's model has, and no other (timm loads strictly).
+    with open(os.path.join(written, "config.json")) as f:
+        config = json.load(f)
+    assert config["architecture"] == {
+        "dinov2": "vit_base_patch14_dinov2", "dinov2_reg4": "vit_base_patch14_reg4_dinov2",
+        "dinov2_giant_swiglu": "vit_giant_patch14_reg4_dinov2",
+        "clip_openai_quickgelu": "vit_base_patch16_clip_224",
+        "clip_laion": "vit_base_patch16_clip_224", "siglip": "vit_base_patch16_siglip_224",
+        "siglip_tanh_classifier": "vit_base_patch16_siglip_224",
+        "siglip_gap": "vit_base_patch16_224",
+        "registers_in_pos_embed": "vit_base_patch16_224"}[case]
+
+
+def _keras_model(pooling="token", **options):
+    spec = dataclasses.replace(variants.parse_variant("mu/4"), **options)
+    model = keras_vit.ViT(spec, image_size=16, num_classes=3, pooling=pooling)
+    rng = np.random.default_rng(11)
+    model.set_weights([rng.normal(scale=0.3, size=w.shape).astype("float32")
+                       for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("pooling, options", [
+    # Random class-token position rows, written into timm's no_embed_class layout by folding.
+    ("token", dict(layer_scale=1e-5, num_registers=2, activation="quick_gelu", pre_norm=True,
+                   patch_bias=False)),
+    ("token", dict(activation="swiglu", layer_scale=0.1, num_registers=1)),
+    ("map", dict(approximate_gelu=True, layer_norm_epsilon=1e-5, pre_norm=True,
+                 patch_bias=False)),
+], ids=["registers_quickgelu_prenorm", "swiglu", "map_clip_epsilon"])
+def test_keras_vit_family_model_written_for_timm_loads_in_timm(tmp_path, pooling, options):
+    model = _keras_model(pooling, **options)
+    folder = checkpoints.save_pretrained(model, tmp_path / "out", layout="timm")
+    reloaded = timm.create_model("local-dir:" + folder, pretrained=True).eval()
+    nhwc, nchw = torch_reference.images()
+    with torch.no_grad():
+        torch_reference.assert_close(model(nhwc), reloaded(nchw))
+    again = keras_vit.ViT(weights=folder)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again(nhwc)),
+                               keras.ops.convert_to_numpy(model(nhwc)), atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling, options, message", [
+    ("token", dict(activation="swiglu", layer_norm_epsilon=1e-5),
+     r"timm registers its SwiGLU MLP \(SwiGLUPacked\) for DINOv2 giant only"),
+    ("token", dict(pre_norm=True),
+     r"timm's patch embedding has a bias exactly when there is no pre-norm"),
+    ("token", dict(layer_norm_epsilon=1e-12),
+     r"timm's ViT has LayerNorm epsilon 1e-6 \(1e-5 for its CLIP names\)"),
+    ("token", dict(distillation_token=True, num_registers=2),
+     r"timm's distilled DeiT layout has no register tokens"),
+    ("map", dict(activation="quick_gelu"), r"timm's MAP head \(attn_pool\) has the blocks' "
+                                           r"activation; .* this model's blocks are 'quick_gelu'"),
+], ids=["swiglu_epsilon", "pre_norm_with_patch_bias", "epsilon", "distilled_registers",
+        "map_quick_gelu"])
+def test_what_timm_cannot_hold_is_refused_when_writing(tmp_path, pooling, options, message):
+    with pytest.raises(ValueError, match=message):
+        checkpoints.save_pretrained(_keras_model(pooling, **options), tmp_path / "x",
+                                    layout="timm")
+    assert not os.path.exists(tmp_path / "x")
 
 
 # ------------------------------------------------------------------ refused by name

@@ -370,7 +370,7 @@ def write(arrays, architecture):
     Raises:
         ValueError: a model timm's ViT cannot express with a name and `model_args` (a hybrid, a
             LayerNorm epsilon other than timm's 1e-6 and CLIP's 1e-5, a pre-logits layer, a
-            patch bias that does not follow pre_norm).
+            patch bias that does not follow pre_norm, MAP pooling with non-GELU blocks).
     """
     spec = architecture.spec
     if spec.is_hybrid:
@@ -385,6 +385,10 @@ def write(arrays, architecture):
             f"timm's patch embedding has a bias exactly when there is no pre-norm "
             f"(PatchEmbed(bias=not pre_norm)); this model has pre_norm={spec.pre_norm} and "
             f"patch_bias={spec.patch_bias}")
+    if architecture.pooling == "map" and spec.activation != "gelu":
+        raise ValueError(
+            f"timm's MAP head (attn_pool) has the blocks' activation; keras_vit's has a GELU "
+            f"MLP, and this model's blocks are {spec.activation!r}")
     arch = timm_architectures.written_name(spec, architecture.pooling)
     height, width = architecture.image_size
     pooling = {"gap": "avg", "distilled": "token"}.get(architecture.pooling,

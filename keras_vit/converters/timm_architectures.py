@@ -12,6 +12,9 @@ otherwise) and `mlp_layer="swiglu_packed"` for `SwiGLUPacked`, whose `act_layer`
 (`"silu"`). `img_size` is the input size of the name's default pretrained config (the number in
 the name; 518 for DINOv2, whose names have none). tests/families_timm_test.py checks every
 entry against timm's own registry.
+
+`written_name(spec, pooling)` is the other direction: the registered name a model is written
+under, the one that carries what its `model_args` cannot.
 """
 
 import dataclasses
@@ -172,7 +175,7 @@ def written_name(spec, pooling):
                              "pooling; this model has a distillation token with them")
         size = size if size in ("tiny", "small", "base") else "base"
         return f"deit_{size}_distilled_patch16_224"
-    if spec.layer_scale is not None or spec.num_registers:
+    if spec.layer_scale is not None:
         size = size if size in ("small", "base", "large") else "base"
         return f"vit_{size}_patch14_{'reg4_' if spec.num_registers else ''}dinov2"
     if pooling == "map":
