@@ -58,6 +58,11 @@ CASES = {
     # Registers whose position rows are in timm's pos_embed (no_embed_class=False): folded in.
     "registers_in_pos_embed": ("vit_base_patch16_224", dict(reg_tokens=2, num_classes=5),
                                dict(num_registers=2, pooling="token", num_classes=5)),
+    # timm pools the patch tokens only: registers stay out of the mean.
+    "gap_registers": ("vit_base_patch16_siglip_gap_224", dict(reg_tokens=1, no_embed_class=True),
+                      dict(num_registers=1, pooling="gap")),
+    "no_qkv_bias": ("vit_base_patch16_224", dict(qkv_bias=False, num_classes=2),
+                    dict(num_classes=2)),
 }
 
 
@@ -244,7 +249,8 @@ def test_timm_family_written_back_loads_in_timm(reference, tmp_path):
         "clip_laion": "vit_base_patch16_clip_224", "siglip": "vit_base_patch16_siglip_224",
         "siglip_tanh_classifier": "vit_base_patch16_siglip_224",
         "siglip_gap": "vit_base_patch16_224",
-        "registers_in_pos_embed": "vit_base_patch16_224"}[case]
+        "registers_in_pos_embed": "vit_base_patch16_224", "gap_registers": "vit_base_patch16_224",
+        "no_qkv_bias": "vit_base_patch16_224"}[case]
 
 
 def _keras_model(pooling="token", **options):
@@ -285,10 +291,11 @@ def test_keras_vit_family_model_written_for_timm_loads_in_timm(tmp_path, pooling
      r"timm's ViT has LayerNorm epsilon 1e-6 \(1e-5 for its CLIP names\)"),
     ("token", dict(distillation_token=True, num_registers=2),
      r"timm's distilled DeiT layout has no register tokens"),
+    ("map", dict(num_registers=1), r"timm global_pool 'map' with reg_tokens is not supported"),
     ("map", dict(activation="quick_gelu"), r"timm's MAP head \(attn_pool\) has the blocks' "
                                            r"activation; .* this model's blocks are 'quick_gelu'"),
 ], ids=["swiglu_epsilon", "pre_norm_with_patch_bias", "epsilon", "distilled_registers",
-        "map_quick_gelu"])
+        "map_registers", "map_quick_gelu"])
 def test_what_timm_cannot_hold_is_refused_when_writing(tmp_path, pooling, options, message):
     with pytest.raises(ValueError, match=message):
         checkpoints.save_pretrained(_keras_model(pooling, **options), tmp_path / "x",
@@ -356,9 +363,13 @@ def test_timm_qk_norm_is_refused(tmp_path):
     (dict(global_pool="map", class_token=True), r"timm global_pool 'map' with a class token"),
     (dict(global_pool="map", class_token=False, act_layer="quick_gelu"),
      r"timm global_pool 'map' with 'quick_gelu' blocks is not supported"),
+    (dict(global_pool="map", class_token=False, reg_tokens=1),
+     r"timm global_pool 'map' with reg_tokens is not supported: timm's attention pool leaves "
+     r"the registers out"),
     (dict(norm_layer="rmsnorm"), r"timm norm_layer 'rmsnorm' is not supported"),
     (dict(final_norm=False), r"timm model_args \['final_norm'\] are not supported"),
-], ids=["avg_fc_norm", "map_class_token", "map_quick_gelu", "rmsnorm", "final_norm"])
+], ids=["avg_fc_norm", "map_class_token", "map_quick_gelu", "map_registers", "rmsnorm",
+        "final_norm"])
 def test_timm_arguments_keras_vit_cannot_express_are_refused(saved_vit, tmp_path, model_args,
                                                              message):
     folder = _with_config(saved_vit, tmp_path, lambda c: {

@@ -44,6 +44,9 @@ _MODEL_ARGS = ("img_size", "patch_size", "in_chans", "num_classes", "global_pool
 _ACTIVATIONS = {"gelu": ("gelu", False), "gelu_tanh": ("gelu", True),
                 "quick_gelu": ("quick_gelu", False)}
 _MAP = "MAPHead_0"
+# timm's attn_pool reads the patch tokens only; keras_vit's MAPHead reads every token.
+_MAP_REGISTERS = ("timm global_pool 'map' with reg_tokens is not supported: timm's attention "
+                  "pool leaves the registers out, keras_vit's MAP head attends to every token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +157,8 @@ def _settings(config, name):
         if activation != "gelu":
             _refuse(name, f"timm global_pool 'map' with {activation!r} blocks is not "
                           f"supported: keras_vit's MAP head has a GELU MLP")
+        if registers:
+            _refuse(name, _MAP_REGISTERS)
     if distilled and (registers or args.get("no_embed_class")):
         _refuse(name, "timm's distilled DeiT with reg_tokens or no_embed_class is not "
                       "supported")
@@ -385,6 +390,8 @@ def write(arrays, architecture):
             f"timm's patch embedding has a bias exactly when there is no pre-norm "
             f"(PatchEmbed(bias=not pre_norm)); this model has pre_norm={spec.pre_norm} and "
             f"patch_bias={spec.patch_bias}")
+    if architecture.pooling == "map" and spec.num_registers:
+        raise ValueError(_MAP_REGISTERS)
     if architecture.pooling == "map" and spec.activation != "gelu":
         raise ValueError(
             f"timm's MAP head (attn_pool) has the blocks' activation; keras_vit's has a GELU "
