@@ -66,7 +66,7 @@ from keras_vit import converters, finetune, hub, model_layers, variants
 from keras_vit.converters import timm as timm_source
 from keras_vit.converters import transformers as transformers_source
 from keras_vit.files import atomic_write
-from keras_vit.layers import BottleneckUnit
+from keras_vit.layers import BottleneckUnit, MAPHead
 from keras_vit.layers.position_embedding import grid_of_length
 from keras_vit.layers.resnet import stem_stride
 
@@ -159,39 +159,54 @@ def _identity(key, variable):
 
 
 def _dense(prefix, layer):
-    return [_identity(f"{prefix}/kernel", layer.kernel), _identity(f"{prefix}/bias", layer.bias)]
+    params = [_identity(f"{prefix}/kernel", layer.kernel)]
+    if layer.bias is not None:  # CLIP's patch embedding has none
+        params.append(_identity(f"{prefix}/bias", layer.bias))
+    return params
 
 
 def _layer_norm(prefix, layer):
     return [_identity(f"{prefix}/scale", layer.gamma), _identity(f"{prefix}/bias", layer.beta)]
 
 
-def _attention_params(prefix, block):
-    width, heads = block.hidden_dim, block.num_heads
+def _fused_projection(prefix, names, dense, heads):
+    """A fused Dense (D, len(names) * D) <-> one (D, heads, D / heads) kernel and bias per name.
+
+    The fused kernel's output column s * D + h * head_dim + d is head h, channel d of
+    projection s: the order in which TransformerBlock (q, k, v) and MAPHead (k, v) split it.
+    """
+    width, count = dense.kernel.shape[0], len(names)
     head_dim = width // heads
-    names = ("query", "key", "value")
-    # The fused kernel's output column s * D + h * head_dim + d is head h, channel d of
-    # q (s=0), k (s=1) or v (s=2): the order in which TransformerBlock splits it.
-    qkv_kernel = _Param(
+    kernel = _Param(
         tuple(f"{prefix}/{n}/kernel" for n in names),
-        block.qkv.kernel,
-        lambda q, k, v: np.concatenate([a.reshape(width, width) for a in (q, k, v)], axis=1),
-        lambda fused: tuple(fused.reshape(width, 3, heads, head_dim).transpose(1, 0, 2, 3)),
+        dense.kernel,
+        lambda *parts: np.concatenate([a.reshape(width, width) for a in parts], axis=1),
+        lambda fused: tuple(fused.reshape(width, count, heads, head_dim).transpose(1, 0, 2, 3)),
     )
-    qkv_bias = _Param(
+    bias = _Param(
         tuple(f"{prefix}/{n}/bias" for n in names),
-        block.qkv.bias,
-        lambda q, k, v: np.concatenate([a.reshape(width) for a in (q, k, v)]),
-        lambda fused: tuple(fused.reshape(3, heads, head_dim)),
+        dense.bias,
+        lambda *parts: np.concatenate([a.reshape(width) for a in parts]),
+        lambda fused: tuple(fused.reshape(count, heads, head_dim)),
     )
+    return [kernel, bias]
+
+
+def _attention_out_params(prefix, dense, heads):
+    width = dense.kernel.shape[1]
     out_kernel = _Param(
         (f"{prefix}/out/kernel",),
-        block.attention_output.kernel,
+        dense.kernel,
         lambda a: a.reshape(width, width),
-        lambda v: (v.reshape(heads, head_dim, width),),
+        lambda v: (v.reshape(heads, width // heads, width),),
     )
-    return [qkv_kernel, qkv_bias, out_kernel,
-            _identity(f"{prefix}/out/bias", block.attention_output.bias)]
+    return [out_kernel, _identity(f"{prefix}/out/bias", dense.bias)]
+
+
+def _attention_params(prefix, block):
+    heads = block.num_heads
+    return (_fused_projection(prefix, ("query", "key", "value"), block.qkv, heads)
+            + _attention_out_params(prefix, block.attention_output, heads))
 
 
 def _embedding_params(model):
@@ -210,6 +225,13 @@ def _embedding_params(model):
     posemb = model_layers.find_layer(model, "position_embedding")
     if posemb is not None:
         params.append(_identity(_POSEMB, posemb.embeddings))
+    registers = model_layers.find_layer(model, "register_tokens")
+    if registers is not None and registers.num_registers:
+        # DINOv2's register tokens (timm's `reg_token`), (1, R, D).
+        params.append(_identity("reg", registers.tokens))
+    pre_norm = model_layers.find_layer(model, "pre_norm")
+    if pre_norm is not None:
+        params += _layer_norm("pre_norm", pre_norm)
     return params
 
 
@@ -221,12 +243,35 @@ def _encoder_params(model):
         params += _layer_norm(f"{prefix}/LayerNorm_0", block.attention_norm)
         params += _attention_params(f"{prefix}/MultiHeadDotProductAttention_1", block)
         params += _layer_norm(f"{prefix}/LayerNorm_2", block.mlp_norm)
+        # A SwiGLU block's Dense_0 is the packed (D, 2 * mlp_dim) gate-and-value kernel.
         params += _dense(f"{prefix}/MlpBlock_3/Dense_0", block.mlp_dense_1)
         params += _dense(f"{prefix}/MlpBlock_3/Dense_1", block.mlp_dense_2)
+        if block.layer_scale is not None:
+            params.append(_identity(f"{prefix}/LayerScale_attention/scale",
+                                    block.attention_scale.gamma))
+            params.append(_identity(f"{prefix}/LayerScale_mlp/scale", block.mlp_scale.gamma))
     norm = model_layers.find_layer(model, "encoder_norm")
     if norm is not None:
         params += _layer_norm("Transformer/encoder_norm", norm)
     return params
+
+
+def _map_head_params(model):
+    """SigLIP's attention-probe pooling (`MAPHead`), under big_vision's `MAPHead_0` names."""
+    head = model_layers.find_layer(model, "pooling")
+    if not isinstance(head, MAPHead):
+        return []
+    prefix = "MAPHead_0"
+    attention = f"{prefix}/MultiHeadDotProductAttention_0"
+    return (
+        [_identity(f"{prefix}/probe", head.probe)]
+        + _fused_projection(attention, ("query",), head.query, head.num_heads)
+        + _fused_projection(attention, ("key", "value"), head.key_value, head.num_heads)
+        + _attention_out_params(attention, head.attention_output, head.num_heads)
+        + _layer_norm(f"{prefix}/LayerNorm_0", head.norm)
+        + _dense(f"{prefix}/MlpBlock_0/Dense_0", head.mlp_dense_1)
+        + _dense(f"{prefix}/MlpBlock_0/Dense_1", head.mlp_dense_2)
+    )
 
 
 def _resnet_params(model):
@@ -254,7 +299,7 @@ def _resnet_params(model):
 
 # Functions model -> list of `_Param`, together covering every weight of the backbone (a model
 # lacking a part gives []).
-_BACKBONE_PARAM_GROUPS = (_resnet_params, _embedding_params, _encoder_params)
+_BACKBONE_PARAM_GROUPS = (_resnet_params, _embedding_params, _encoder_params, _map_head_params)
 
 
 def _head_params(model):
@@ -904,6 +949,7 @@ def architecture_of(model, *, class_names=None, mean=None, std=None):
     if not blocks or patches is None or posemb is None or pooling is None:
         raise ValueError(f"Model {model.name!r} is not a ViT built by keras_vit.ViT")
     first = blocks[0]
+    registers = model_layers.find_layer(model, "register_tokens")
     width = patches.hidden_dim
     channels = patches.num_channels
     spec = converters.spec_of(
@@ -911,6 +957,10 @@ def architecture_of(model, *, class_names=None, mean=None, std=None):
         num_heads=first.num_heads, mlp_dim=first.mlp_dim,
         layer_norm_epsilon=first.layer_norm_epsilon, approximate_gelu=first.approximate_gelu,
         distillation_token=model_layers.find_layer(model, "distillation_token") is not None,
+        activation=first.activation, layer_scale=first.layer_scale,
+        num_registers=registers.num_registers if registers is not None else 0,
+        pre_norm=model_layers.find_layer(model, "pre_norm") is not None,
+        patch_bias=patches.use_bias,
     )
     image_size = tuple(g * patches.patch_size for g in posemb.grid_size)
     preprocessing = model_layers.find_layer(model, "preprocessing")

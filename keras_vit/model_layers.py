@@ -11,9 +11,11 @@ here, by role, instead of by string in each module:
 | `class_token`        | `class_token`        | `ClassToken`               |
 | `distillation_token` | `distillation_token` | `ClassToken` (DeiT)        |
 | `position_embedding` | `position_embedding` | `PositionEmbedding`        |
+| `register_tokens`    | `register_tokens`    | `RegisterTokens` (DINOv2 with registers) |
+| `pre_norm`           | `pre_norm`           | `LayerNormalization` (CLIP) |
 | (blocks)             | `encoder_block_{i}`  | `TransformerBlock`         |
 | `encoder_norm`       | `encoder_norm`       | `LayerNormalization`       |
-| `pooling`            | `pooling`            | `TokenPooling`             |
+| `pooling`            | `pooling`            | `TokenPooling`, or `MAPHead` (SigLIP) |
 | `pre_logits`         | `pre_logits`         | `Dense` (tanh)             |
 | `head`               | `head`               | `Dense`                    |
 | `conv_root`          | `conv_root`          | `StdConv2D` (hybrids)      |
@@ -30,9 +32,11 @@ layer's `input` / `output` (the tensors of its first call).
 import keras
 
 from keras_vit.layers.class_token import ClassToken
+from keras_vit.layers.map_head import MAPHead
 from keras_vit.layers.patch_embedding import PatchEmbedding
 from keras_vit.layers.pooling import TokenPooling
 from keras_vit.layers.position_embedding import PositionEmbedding
+from keras_vit.layers.register_tokens import RegisterTokens
 from keras_vit.layers.std_conv import StdConv2D
 from keras_vit.layers.transformer_block import TransformerBlock
 
@@ -43,8 +47,10 @@ ROLES = {
     "class_token": ("class_token", ClassToken),
     "distillation_token": ("distillation_token", ClassToken),
     "position_embedding": ("position_embedding", PositionEmbedding),
+    "register_tokens": ("register_tokens", RegisterTokens),
+    "pre_norm": ("pre_norm", keras.layers.LayerNormalization),
     "encoder_norm": ("encoder_norm", keras.layers.LayerNormalization),
-    "pooling": ("pooling", TokenPooling),
+    "pooling": ("pooling", (TokenPooling, MAPHead)),
     "pre_logits": ("pre_logits", keras.layers.Dense),
     "head": ("head", keras.layers.Dense),
     "conv_root": ("conv_root", StdConv2D),

@@ -13,7 +13,7 @@ regularization, input handling). A new option is a field here or in `VariantSpec
 import dataclasses
 
 from keras_vit import finetune, variants
-from keras_vit.layers.pooling import check_pooling
+from keras_vit.layers.pooling import MODEL_POOLINGS, check_pooling
 from keras_vit.layers.position_embedding import normalize_grid, patch_grid
 from keras_vit.validation import check_int, check_positive_int, check_rate
 
@@ -31,7 +31,7 @@ class ModelSettings:
         image_size: int or (height, width). Input size in pixels (for a model of any size:
             the size its position embeddings are stored for); kept as (height, width).
         num_classes: int. Outputs of the head; 0 for none.
-        pooling: str. `"token"`, `"gap"` or `"distilled"`.
+        pooling: str. `"token"`, `"gap"`, `"distilled"` or `"map"`.
         representation_size: int or None. Width of the pre-logits layer, None for none.
         dropout, attention_dropout, drop_path_rate: float. Rates in [0, 1).
         include_top: bool. Pre-logits and head after the pooling.
@@ -65,7 +65,7 @@ class ModelSettings:
         spec = self.spec
         patch_grid(self.image_size, spec.stride, requirement=_stride_requirement(spec))
         object.__setattr__(self, "image_size", normalize_grid(self.image_size, "image_size"))
-        check_pooling(self.pooling)
+        check_pooling(self.pooling, MODEL_POOLINGS)
         _check_distillation(spec, self.pooling)
         if self.include_top:
             check_int("num_classes", self.num_classes, minimum=0)
@@ -85,9 +85,19 @@ class ModelSettings:
         return (self.image_size[0] // self.spec.stride, self.image_size[1] // self.spec.stride)
 
     @property
+    def class_token(self):
+        """Whether the model has a [class] token: all but "gap" and "map" pooling."""
+        return self.pooling not in ("gap", "map")
+
+    @property
     def num_prefix_tokens(self):
-        """Tokens before the patches: [class] (unless "gap") and DeiT's distillation token."""
-        return int(self.pooling != "gap") + int(self.spec.distillation_token)
+        """Tokens with a position embedding before the patches: [class], distillation."""
+        return int(self.class_token) + int(self.spec.distillation_token)
+
+    @property
+    def num_tokens_before_patches(self):
+        """The prefix tokens and the register tokens after them (`dense_features` keeps apart)."""
+        return self.num_prefix_tokens + self.spec.num_registers
 
     @property
     def model_name(self):

@@ -9,10 +9,8 @@ import dataclasses
 import re
 
 from keras_vit.layers.resnet import check_units, check_width, stem_stride
+from keras_vit.layers.transformer_block import ACTIVATIONS
 from keras_vit.validation import check_choice, check_int, check_number
-
-# The MLPs a block can have (`VariantSpec.activation`).
-ACTIVATIONS = ("gelu", "quick_gelu", "swiglu")
 
 
 @dataclasses.dataclass(frozen=True)

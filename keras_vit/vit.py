@@ -23,8 +23,10 @@ from keras_vit import (
 )
 from keras_vit.layers import (
     ClassToken,
+    MAPHead,
     PatchEmbedding,
     PositionEmbedding,
+    RegisterTokens,
     TokenPooling,
     TransformerBlock,
 )
@@ -203,19 +205,24 @@ def build(settings):
 
 
 def _embed(images, settings):
-    """Eq. 1: z0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos, then dropout."""
+    """Eq. 1: z0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos, then dropout.
+
+    The later families' additions, each a step where its option is on: register tokens after
+    the position embeddings (DINOv2 with registers), a LayerNorm before the encoder (CLIP).
+    """
     spec, x = settings.spec, images
     if settings.include_preprocessing:
         x = _preprocessing_layer(settings.mean_std, settings.num_channels)(x)
     if spec.is_hybrid:
         # Section 3.1: the patches are the 1x1 cells of a ResNet feature map.
         x = resnet_stem(x, spec.resnet_units, spec.resnet_width)
-    x = PatchEmbedding(spec.patch_size, spec.hidden_dim, name=_name("patch_embedding"))(x)
+    x = PatchEmbedding(spec.patch_size, spec.hidden_dim, use_bias=spec.patch_bias,
+                       name=_name("patch_embedding"))(x)
     if spec.distillation_token:
         # DeiT's distillation token, prepended before the [class] token is, so that the
         # sequence is [class, distillation, patches] as in DeiT.
         x = ClassToken(name=_name("distillation_token"))(x)
-    if settings.pooling != "gap":
+    if settings.class_token:
         x = ClassToken(name=_name("class_token"))(x)
     # With dynamic_image_size, the grid of each call comes from the images' shape (the
     # layer's stride); the embeddings are stored for `settings.grid` and interpolated to it.
@@ -225,7 +232,15 @@ def _embed(images, settings):
         name=_name("position_embedding"),
     )
     x = model_layers.call_layer(position_embedding, x, images)
-    return keras.layers.Dropout(settings.dropout, name="embedding_dropout")(x)
+    if spec.num_registers:
+        # Darcet et al., 2023: learned tokens without position embeddings, after the prefix.
+        x = RegisterTokens(spec.num_registers, num_prefix_tokens=settings.num_prefix_tokens,
+                           name=_name("register_tokens"))(x)
+    x = keras.layers.Dropout(settings.dropout, name="embedding_dropout")(x)
+    if spec.pre_norm:
+        x = keras.layers.LayerNormalization(epsilon=spec.layer_norm_epsilon,
+                                            name=_name("pre_norm"))(x)
+    return x
 
 
 def _encode(x, images, settings):
@@ -241,6 +256,8 @@ def _encode(x, images, settings):
             layer_norm_epsilon=spec.layer_norm_epsilon,
             approximate_gelu=spec.approximate_gelu,
             remat=settings.remat,
+            activation=spec.activation,
+            layer_scale=spec.layer_scale,
             name=model_layers.block_name(i),
         )
         x = model_layers.call_layer(block, x, images, first_token_only=(
@@ -249,11 +266,21 @@ def _encode(x, images, settings):
 
 
 def _represent(x, settings):
-    """Eq. 4: y = LN(z_L), pooled; then the optional pre-logits and head."""
-    x = keras.layers.LayerNormalization(epsilon=settings.spec.layer_norm_epsilon,
+    """Eq. 4: y = LN(z_L), pooled; then the optional pre-logits and head.
+
+    The pooling is `TokenPooling` (the [class] token, the mean of the patch tokens, DeiT's
+    pair), or SigLIP's attention probe (`MAPHead`, "map"). A CLIP tower's projection is its
+    head.
+    """
+    spec = settings.spec
+    x = keras.layers.LayerNormalization(epsilon=spec.layer_norm_epsilon,
                                         name=_name("encoder_norm"))(x)
-    x = TokenPooling(settings.pooling, num_prefix_tokens=settings.num_prefix_tokens,
-                     name=_name("pooling"))(x)
+    if settings.pooling == "map":
+        x = MAPHead(spec.num_heads, spec.mlp_dim, layer_norm_epsilon=spec.layer_norm_epsilon,
+                    approximate_gelu=spec.approximate_gelu, name=_name("pooling"))(x)
+    else:
+        x = TokenPooling(settings.pooling, num_prefix_tokens=settings.num_tokens_before_patches,
+                         name=_name("pooling"))(x)
     if not settings.include_top:
         return x
     if settings.representation_size is not None:

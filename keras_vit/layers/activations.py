@@ -34,3 +34,20 @@ def quick_gelu(x):
     """
     x = ops.convert_to_tensor(x)
     return x * ops.sigmoid(ops.cast(1.702, x.dtype) * x)
+
+
+def swiglu_gate(gate_value):
+    """`silu(gate) * value` of a packed (..., 2H) tensor whose first half is the gate.
+
+    The gating of `keras_vit.layers.SwiGLU` and of a `TransformerBlock` with
+    `activation="swiglu"`, on the output of their packed input projection
+    (gate first, as DINOv2, transformers and timm store it).
+
+    Example:
+
+    >>> out = swiglu_gate(np.array([[0.0, 2.0, 3.0, 5.0]], "float32"))
+    >>> np.round(keras.ops.convert_to_numpy(out), 4)
+    array([[0.    , 8.8076]], dtype=float32)
+    """
+    hidden = ops.shape(gate_value)[-1] // 2
+    return ops.silu(gate_value[..., :hidden]) * gate_value[..., hidden:]

@@ -66,6 +66,9 @@ class MAPHead(keras.layers.Layer):
     (32, 64)
     """
 
+    # What `keras_vit.ViT(pooling=...)` calls this pooling (`TokenPooling.pooling`'s counterpart).
+    pooling = "map"
+
     def __init__(
         self,
         num_heads,

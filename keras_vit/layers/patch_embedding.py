@@ -23,6 +23,9 @@ class PatchEmbedding(keras.layers.Layer):
             (P, P, C, D). Defaults to `"lecun_normal"`, the reference
             implementation's (Flax `nn.Conv`) default.
         bias_initializer: initializer for the bias. Defaults to `"zeros"`.
+        use_bias: bool. Whether the projection has a bias; CLIP's
+            ([Radford et al., 2021](https://arxiv.org/abs/2103.00020)) has
+            none. Defaults to True.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -46,6 +49,7 @@ class PatchEmbedding(keras.layers.Layer):
         hidden_dim,
         kernel_initializer="lecun_normal",
         bias_initializer="zeros",
+        use_bias=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -55,6 +59,7 @@ class PatchEmbedding(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.use_bias = bool(use_bias)
         self.num_channels = None
 
     def _check_image_shape(self, shape):
@@ -94,6 +99,7 @@ class PatchEmbedding(keras.layers.Layer):
             padding="valid",
             kernel_initializer=self.kernel_initializer,
             bias_initializer=self.bias_initializer,
+            use_bias=self.use_bias,
             dtype=self.dtype_policy,
             name="projection",
         )
@@ -125,6 +131,7 @@ class PatchEmbedding(keras.layers.Layer):
                 "bias_initializer": keras.initializers.serialize(
                     self.bias_initializer
                 ),
+                "use_bias": self.use_bias,
             }
         )
         return config

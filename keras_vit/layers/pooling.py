@@ -4,14 +4,18 @@ import keras
 from keras import ops
 
 POOLINGS = ("token", "gap", "distilled")
+# A model's poolings: TokenPooling's, and SigLIP's attention probe (`keras_vit.layers.MAPHead`).
+MODEL_POOLINGS = POOLINGS + ("map",)
 
 
-def check_pooling(pooling):
-    if pooling not in POOLINGS:
+def check_pooling(pooling, choices=POOLINGS):
+    if pooling not in choices:
         raise ValueError(
-            f"Unknown pooling {pooling!r}: expected one of {list(POOLINGS)} "
+            f"Unknown pooling {pooling!r}: expected one of {list(choices)} "
             f"('token' takes the [class] token, 'gap' averages the patch "
-            f"tokens, 'distilled' takes the [class] and distillation tokens)"
+            f"tokens, 'distilled' takes the [class] and distillation tokens"
+            + (", 'map' attends over the tokens with a learned probe)"
+               if "map" in choices else ")")
         )
 
 

@@ -1,8 +1,8 @@
 """SwiGLU: the gated MLP of DINOv2's giant model."""
 
 import keras
-from keras import ops
 
+from keras_vit.layers.activations import swiglu_gate
 from keras_vit.validation import check_positive_int, known_width
 
 
@@ -69,10 +69,7 @@ class SwiGLU(keras.layers.Layer):
         self.fc2.build((None, self.hidden_dim))
 
     def call(self, inputs):
-        gate_value = self.fc1(inputs)
-        gate = gate_value[..., : self.hidden_dim]
-        value = gate_value[..., self.hidden_dim :]
-        return self.fc2(ops.silu(gate) * value)
+        return self.fc2(swiglu_gate(self.fc1(inputs)))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_dim or input_shape[-1],)

@@ -3,9 +3,20 @@
 import keras
 from keras import ops
 
+from keras_vit.layers.activations import quick_gelu, swiglu_gate
 from keras_vit.layers.block_kernels import attention, gelu, layer_norm
 from keras_vit.layers.block_masks import BlockMasks
-from keras_vit.validation import check_positive_int, check_rate, known_width
+from keras_vit.layers.layer_scale import LayerScale
+from keras_vit.validation import (
+    check_choice,
+    check_number,
+    check_positive_int,
+    check_rate,
+    known_width,
+)
+
+# The MLPs a block can have (`keras_vit.variants.VariantSpec.activation` takes these).
+ACTIVATIONS = ("gelu", "quick_gelu", "swiglu")
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -14,7 +25,11 @@ class TransformerBlock(keras.layers.Layer):
 
     Equations (2) and (3) of [the ViT paper](https://arxiv.org/abs/2010.11929):
     `x = x + MSA(LN(x))`, then `x = x + MLP(LN(x))`, the MLP being
-    Dense(mlp_dim) -> GELU -> Dense(D). Dropout follows the attention output
+    Dense(mlp_dim) -> GELU -> Dense(D). The later ViT families' options:
+    QuickGELU (CLIP) or a SwiGLU MLP (DINOv2 giant) in place of the GELU, and
+    LayerScale (DINOv2) on both residual branches,
+    `x = x + gamma_1 * MSA(LN(x))`, `x = x + gamma_2 * MLP(LN(x))`.
+    Dropout follows the attention output
     and each MLP Dense, as in the reference implementation; stochastic depth
     ([Huang et al., 2016](https://arxiv.org/abs/1603.09382)) drops each
     residual branch per example.
@@ -44,6 +59,15 @@ class TransformerBlock(keras.layers.Layer):
             reference JAX implementation (`flax.linen.gelu`) and therefore the
             released checkpoints do; False gives the exact erf form (timm,
             PyTorch). Defaults to True.
+        activation: str. `"gelu"` (its form set by `approximate_gelu`),
+            `"quick_gelu"` (`keras_vit.layers.quick_gelu`) or `"swiglu"`:
+            `mlp_dense_1` is then the packed (D, 2 * mlp_dim) gate-and-value
+            projection of `keras_vit.layers.SwiGLU` and `mlp_dim` the gated
+            width. Defaults to `"gelu"`.
+        layer_scale: float or None. Initial value of the per-channel scales
+            (`keras_vit.layers.LayerScale`, sublayers `attention_scale` and
+            `mlp_scale`) of both residual branches; None for none. Defaults
+            to None.
         seed: int or None. Seed of the block's random draws (dropout and
             stochastic-depth masks).
         remat: bool. Gradient checkpointing: in training, keep only the
@@ -102,6 +126,8 @@ class TransformerBlock(keras.layers.Layer):
         approximate_gelu=True,
         seed=None,
         remat=False,
+        activation="gelu",
+        layer_scale=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -117,6 +143,11 @@ class TransformerBlock(keras.layers.Layer):
         self.drop_path_rate = drop_path_rate
         self.layer_norm_epsilon = layer_norm_epsilon
         self.approximate_gelu = approximate_gelu
+        check_choice("activation", activation, ACTIVATIONS)
+        if layer_scale is not None:
+            check_number("layer_scale", layer_scale, 0.0, low_open=True)
+        self.activation = activation
+        self.layer_scale = layer_scale
         self.seed = seed
         self.remat = bool(remat)
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -159,9 +190,10 @@ class TransformerBlock(keras.layers.Layer):
             epsilon=self.layer_norm_epsilon, name="mlp_norm",
             dtype=policy("mlp_norm"),
         )
+        gated = self.activation == "swiglu"
         self.mlp_dense_1 = keras.layers.Dense(
-            self.mlp_dim,
-            activation=self._gelu,
+            2 * self.mlp_dim if gated else self.mlp_dim,
+            activation=None if gated else self._gelu,
             kernel_initializer=xavier(),
             bias_initializer=tiny(stddev=1e-6),
             name="mlp_dense_1",
@@ -174,7 +206,16 @@ class TransformerBlock(keras.layers.Layer):
             name="mlp_dense_2",
             dtype=policy("mlp_dense_2"),
         )
+        self.attention_scale = self.mlp_scale = None
+        if self.layer_scale is not None:
+            self.attention_scale = LayerScale(self.layer_scale, name="attention_scale",
+                                              dtype=policy("attention_scale"))
+            self.mlp_scale = LayerScale(self.layer_scale, name="mlp_scale",
+                                        dtype=policy("mlp_scale"))
         token_shape = (None, hidden_dim)
+        for scale in (self.attention_scale, self.mlp_scale):
+            if scale is not None:
+                scale.build(token_shape)
         self.attention_norm.build(token_shape)
         self.qkv.build(token_shape)
         self.attention_output.build(token_shape)
@@ -203,9 +244,12 @@ class TransformerBlock(keras.layers.Layer):
             )
             if first_token_only:
                 x = tokens[:, 0]  # from here on, the first token of each example: (B, D)
-            x = x + masks.drop_path(attended, "path_attention")
+            x = x + masks.drop_path(self._scaled(self.attention_scale, attended),
+                                    "path_attention")
             # Eq. (3): x = MLP(LN(x')) + x'.
-            x = x + masks.drop_path(self._mlp(layer_norm(self.mlp_norm, x), masks), "path_mlp")
+            x = x + masks.drop_path(
+                self._scaled(self.mlp_scale, self._mlp(layer_norm(self.mlp_norm, x), masks)),
+                "path_mlp")
             return ops.reshape(x, (batch, queries, self.hidden_dim)), weights
 
         return self._run(eqs_2_and_3, inputs, training, return_attention_weights)
@@ -221,13 +265,24 @@ class TransformerBlock(keras.layers.Layer):
         return masks.drop(self.attention_output(out), "attention_output"), weights
 
     def _mlp(self, x, masks):
-        # Dense(mlp_dim) -> GELU -> Dense(D), dropout after each Dense.
-        x = masks.drop(self.mlp_dense_1(x), "mlp_hidden")
+        # Dense(mlp_dim) -> GELU -> Dense(D), dropout after each Dense; SwiGLU gates the
+        # packed (.., 2 * mlp_dim) output of mlp_dense_1 instead.
+        x = self.mlp_dense_1(x)
+        if self.activation == "swiglu":
+            x = swiglu_gate(x)
+        x = masks.drop(x, "mlp_hidden")
         return masks.drop(self.mlp_dense_2(x), "mlp_output")
+
+    @staticmethod
+    def _scaled(scale, x):
+        # LayerScale of a residual branch, where the block has it.
+        return x if scale is None else scale(x)
 
     def _gelu(self, x):
         # mlp_dense_1's activation, so that on TensorFlow the GELU ops sit in
         # the Dense's name scope, where grappler fuses them into the matmul.
+        if self.activation == "quick_gelu":
+            return quick_gelu(x)
         return gelu(x, self.approximate_gelu)
 
     # -- Gradient checkpointing (remat) ---------------------------------------------------------
@@ -337,6 +392,8 @@ class TransformerBlock(keras.layers.Layer):
                 "approximate_gelu": self.approximate_gelu,
                 "seed": self.seed,
                 "remat": self.remat,
+                "activation": self.activation,
+                "layer_scale": self.layer_scale,
             }
         )
         quantized = self._quantized_dtype()
