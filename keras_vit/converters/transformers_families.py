@@ -29,8 +29,6 @@ of that rounded up to a multiple of 8 (transformers' `Dinov2SwiGLUFFN`, DINOv2's
 transformers 5 renames modules in memory (`q_proj`, `gate_proj`) and back when it saves.
 """
 
-import dataclasses
-
 import numpy as np
 
 from keras_vit import converters as conv
@@ -64,12 +62,6 @@ MISSING = {
 
 def _refuse(name, message):
     raise ValueError(f"{name}: {message}")
-
-
-def _field(config, key, name, where="config.json"):
-    if key not in config:
-        _refuse(name, f"{where} has no {key!r} field")
-    return config[key]
 
 
 def _activation(config, name, where):
@@ -223,7 +215,8 @@ DEFAULTS = {
                                 layer_norm_eps=1e-6, image_size=224, patch_size=16,
                                 num_channels=3, vision_use_head=True),
 }
-DEFAULTS["dinov2_with_registers"] = dict(DEFAULTS["dinov2"], num_register_tokens=4)
+# Dinov2WithRegistersConfig differs from Dinov2Config in its default patch size.
+DEFAULTS["dinov2_with_registers"] = dict(DEFAULTS["dinov2"], patch_size=16, num_register_tokens=4)
 
 
 def _with_defaults(config, family):
