@@ -399,12 +399,10 @@ def test_unknown_model_type_lists_every_supported_one(references, tmp_path):
 
 
 @pytest.mark.parametrize("name, option", [
-    ("dinov2", "layer_scale=0.5"),
-    ("dinov2_with_registers", "layer_scale=1.0"),
     ("clip_vision_model", "activation='quick_gelu'"),
     ("siglip_vision_model", "pooling='map'"),
 ])
-def test_writing_the_new_options_is_refused(references, tmp_path, name, option):
+def test_writing_clip_and_siglip_is_refused(references, tmp_path, name, option):
     model = keras_vit.ViT(weights=references(name)[1])
     with pytest.raises(ValueError, match=rf"transformers' ViT layout, the one keras_vit "
                                          rf"writes, has .*; this model has {option} and "
@@ -413,16 +411,65 @@ def test_writing_the_new_options_is_refused(references, tmp_path, name, option):
     assert not os.path.exists(tmp_path / "out")
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("num_registers", 2, "no register tokens; this model has num_registers=2"),
-    ("pre_norm", True, "no LayerNorm before the blocks; this model has pre_norm=True"),
-    ("patch_bias", False, "a patch embedding bias; this model has patch_bias=False"),
-    ("activation", "swiglu", "a GELU MLP; this model has activation='swiglu'"),
+def _spec(**options):
+    return source.conv.dataclasses.replace(keras_vit.variants.parse_variant("mu/4"), **options)
+
+
+@pytest.mark.parametrize("spec, pooling, message", [
+    (_spec(pre_norm=True), "token",
+     "no LayerNorm before the blocks; this model has pre_norm=True"),
+    (_spec(patch_bias=False), "token",
+     "a patch embedding bias; this model has patch_bias=False"),
+    (_spec(activation="quick_gelu"), "token",
+     "a GELU MLP; this model has activation='quick_gelu'"),
+    (_spec(), "map", "no attention-probe \\(MAP\\) pooling; this model has pooling='map'"),
+    (_spec(layer_scale=1e-5, activation="quick_gelu"), "token",
+     "Dinov2Model, the layout keras_vit writes a DINOv2 in, has a GELU or SwiGLU MLP; this "
+     "model has activation='quick_gelu'"),
+    (_spec(num_registers=2), "gap", "Dinov2WithRegistersModel, the layout keras_vit writes a "
+     "DINOv2 in, has its output on the \\[class\\] token; this model has pooling='gap'"),
+    (_spec(layer_scale=1e-5, mlp_dim=100, activation="swiglu"), "token",
+     "transformers' Dinov2Model builds its MLP width from a whole mlp_ratio; none gives "
+     "this model's 100 \\(swiglu, width 32\\)"),
 ])
-def test_write_names_each_option_it_cannot_hold(option, value, message):
-    spec = keras_vit.variants.parse_variant("mu/4")
-    architecture = source.conv.Architecture(
-        spec=source.conv.dataclasses.replace(spec, **{option: value}), image_size=(16, 16),
-        mean=(0.5,) * 3, std=(0.5,) * 3)
+def test_write_names_each_option_it_cannot_hold(spec, pooling, message):
+    architecture = source.conv.Architecture(spec=spec, image_size=(16, 16), pooling=pooling,
+                                            mean=(0.5,) * 3, std=(0.5,) * 3)
     with pytest.raises(ValueError, match=message):
         source.write({}, architecture)
+
+
+# ------------------------------------------------------------------ writing DINOv2 back
+
+
+@pytest.mark.parametrize("name", ["dinov2", "dinov2_swiglu", "dinov2_with_registers"])
+def test_dinov2_round_trips_through_transformers(references, tmp_path, name):
+    reference, folder = references(name)
+    model = keras_vit.ViT(weights=folder)
+    written = checkpoints.save_pretrained(model, tmp_path / "out", layout="transformers")
+    reloaded = transformers.AutoModel.from_pretrained(written).eval()
+    assert type(reloaded) is type(reference)
+    nhwc, nchw = torch_reference.images(size=16)
+    with torch.no_grad():
+        torch_reference.assert_close(model(nhwc), reloaded(pixel_values=nchw).pooler_output)
+    # The file holds what transformers wrote, the mask token (zeros) aside.
+    from safetensors.numpy import load_file
+
+    original = load_file(os.path.join(folder, "model.safetensors"))
+    ours = load_file(os.path.join(written, "model.safetensors"))
+    assert sorted(ours) == sorted(original)
+    for key, value in original.items():
+        if key != "embeddings.mask_token":
+            np.testing.assert_allclose(ours[key], value, rtol=0, atol=1e-6, err_msg=key)
+    for field in ("mlp_ratio", "use_swiglu_ffn", "layerscale_value", "layer_norm_eps"):
+        assert getattr(reloaded.config, field) == getattr(reference.config, field), field
+    processor = transformers.AutoImageProcessor.from_pretrained(written)
+    assert type(processor).__name__.startswith("BitImageProcessor")  # DINOv2's
+    assert (processor.crop_size["height"], processor.size["shortest_edge"]) == (16, 16)
+
+
+def test_a_fine_tuned_dinov2_with_a_head_is_not_written(references, tmp_path):
+    model = keras_vit.ViT(weights=references("dinov2")[1], num_classes=5)
+    with pytest.raises(ValueError, match=r"Dinov2Model, the layout keras_vit writes a DINOv2 in, "
+                                         r"has no head .*; this model has num_classes=5"):
+        checkpoints.save_pretrained(model, tmp_path / "out")

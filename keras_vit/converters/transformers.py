@@ -18,7 +18,7 @@ The DINOv2, CLIP and SigLIP image towers (`dinov2`, `dinov2_with_registers`, `cl
 `clip_vision_model`, `siglip`, `siglip_vision_model`) are read by `transformers_families`;
 `READERS` is the table of both modules' readers, by `model_type`. Families that need a piece
 keras_vit lacks (BEiT's relative position bias, ...) are refused naming it
-(`transformers_families.MISSING`). Written back is the ViT / DeiT layout only.
+(`transformers_families.MISSING`). Written back are the ViT / DeiT layout and DINOv2's.
 
 Quirks, each in one place: the file's keys carry the task model's prefix (`vit.`, `deit.`)
 or none (base models); torch `Linear` weights are (out, in); q, k and v are three (D, D)
@@ -235,12 +235,13 @@ def _checkpoint(files, architecture, arrays, sources, ignored):
 
 
 def _refuse_family_options(architecture):
-    """ValueError for a model with an option transformers' ViT / DeiT layout cannot hold."""
+    """ValueError for a model with an option transformers' ViT / DeiT layout cannot hold.
+
+    (LayerScale, registers and SwiGLU are DINOv2's, written by `families.write_dinov2`.)
+    """
     spec = architecture.spec
     options = [
         ("activation", spec.activation, spec.activation != "gelu", "a GELU MLP"),
-        ("layer_scale", spec.layer_scale, spec.layer_scale is not None, "no LayerScale"),
-        ("num_registers", spec.num_registers, spec.num_registers != 0, "no register tokens"),
         ("pre_norm", spec.pre_norm, spec.pre_norm, "no LayerNorm before the blocks"),
         ("patch_bias", spec.patch_bias, not spec.patch_bias, "a patch embedding bias"),
         ("pooling", architecture.pooling, architecture.pooling == "map",
@@ -250,8 +251,8 @@ def _refuse_family_options(architecture):
         if differs:
             raise ValueError(
                 f"transformers' ViT layout, the one keras_vit writes, has {plain}; this model "
-                f"has {option}={value!r} and cannot be written in it (the DINOv2, CLIP and "
-                f"SigLIP layouts are read, not written)")
+                f"has {option}={value!r} and cannot be written in it (the CLIP and SigLIP "
+                f"layouts are read, not written)")
 
 
 def write(arrays, architecture):
@@ -259,15 +260,18 @@ def write(arrays, architecture):
 
     A distilled model becomes `DeiTForImageClassificationWithTeacher`; a model with a head
     `ViTForImageClassification`; one without, `ViTModel` (with its pooler when the model has
-    a pre-logits layer).
+    a pre-logits layer); a model with LayerScale, registers or a SwiGLU MLP a `Dinov2Model`
+    (`transformers_families.write_dinov2`).
 
     Raises:
         ValueError: a model transformers' ViT cannot express (mean pooling, a hybrid, a
             pre-logits layer before a head, an option of the DINOv2 / CLIP / SigLIP families:
-            `VariantSpec.activation` other than "gelu", `layer_scale`, `num_registers`,
-            `pre_norm`, `patch_bias=False`, pooling "map").
+            `VariantSpec.activation` other than "gelu", `pre_norm`, `patch_bias=False`, pooling
+            "map"; or, for a DINOv2, a part `Dinov2Model` lacks).
     """
     spec = architecture.spec
+    if families.is_dinov2(architecture):
+        return families.write_dinov2(arrays, architecture)
     _refuse_family_options(architecture)
     if spec.is_hybrid:
         raise ValueError(

@@ -1,4 +1,4 @@
-"""transformers' DINOv2, CLIP and SigLIP image towers -> the canonical form.
+"""transformers' DINOv2, CLIP and SigLIP image towers <-> the canonical form.
 
 The families of `keras_vit.converters.transformers` whose encoder adds options to the paper's
 (`keras_vit.variants.VariantSpec` fields), as transformers names them (`model_type`):
@@ -21,6 +21,9 @@ The families of `keras_vit.converters.transformers` whose encoder adds options t
   probe (`vision_model.head`, big_vision's MAP head, `pooling="map"`) whose q, k and v are one
   packed (3D, D) `in_proj_weight`. `SiglipForImageClassification` averages the tokens
   (`pooling="gap"`) under its `classifier`; its unused MAP head is ignored.
+
+Written back: DINOv2 (`write_dinov2`), any model with LayerScale, registers or a SwiGLU MLP
+and nothing transformers' `Dinov2Model` lacks; CLIP and SigLIP are read only.
 
 Every size is the config's: CLIP and SigLIP keep the image tower's in the full model's
 `vision_config`; DINOv2's MLP width is `mlp_ratio` times the width, and for SwiGLU two thirds
@@ -391,6 +394,115 @@ def read_siglip(config, tensors, name):
         rules, tensors, name, prefix=(prefix, "embeddings.patch_embedding.weight"),
         ignore=ignore)
 
+
+# ------------------------------------------------------------------ writing DINOv2
+
+
+def is_dinov2(architecture):
+    """Whether a model is written as a DINOv2: it has LayerScale, registers or a SwiGLU MLP."""
+    spec = architecture.spec
+    return spec.layer_scale is not None or spec.num_registers > 0 or spec.activation == "swiglu"
+
+
+def _dinov2_mlp_ratio(spec, base):
+    """The whole `mlp_ratio` from which transformers' DINOv2 builds the model's MLP width.
+
+    transformers 5's `Dinov2Config` takes an int; SwiGLU's width is two thirds of
+    `ratio * D` rounded up to a multiple of 8 (DINOv2 giant: 4096 from 4 * 1536).
+    """
+    def built(ratio):
+        hidden = spec.hidden_dim * ratio
+        return (int(hidden * 2 / 3) + 7) // 8 * 8 if spec.activation == "swiglu" else hidden
+
+    ratio = next((r for r in range(1, 2 * spec.mlp_dim // spec.hidden_dim + 2)
+                  if built(r) == spec.mlp_dim), None)
+    if ratio is None:
+        raise ValueError(
+            f"transformers' {base} builds its MLP width from a whole mlp_ratio; none gives "
+            f"this model's {spec.mlp_dim} ({spec.activation}, width {spec.hidden_dim})")
+    return ratio
+
+
+def write_dinov2(arrays, architecture):
+    """transformers' files of a DINOv2: `Dinov2Model`, `Dinov2WithRegistersModel` with registers.
+
+    A model without LayerScale gets scales of ones (the same function). The mask token, used
+    only by masked pre-training, is written as zeros so that the file is complete.
+
+    Returns:
+        (config dict, tensors dict, preprocessor config dict).
+
+    Raises:
+        ValueError: a part transformers' DINOv2 does not have (a head, pre-logits, the other
+            families' options, mean or MAP pooling, a distillation token, a hybrid stem).
+    """
+    spec = architecture.spec
+    registers = spec.num_registers > 0
+    base = "Dinov2WithRegistersModel" if registers else "Dinov2Model"
+    options = [
+        ("num_classes", architecture.num_classes, architecture.num_classes != 0,
+         "no head (its classifier reads the [class] token and the mean patch token)"),
+        ("representation_size", architecture.representation_size,
+         architecture.representation_size is not None, "no pre-logits layer"),
+        ("pooling", architecture.pooling, architecture.pooling != "token",
+         "its output on the [class] token"),
+        ("activation", spec.activation, spec.activation == "quick_gelu", "a GELU or SwiGLU MLP"),
+        ("pre_norm", spec.pre_norm, spec.pre_norm, "no LayerNorm before the blocks"),
+        ("patch_bias", spec.patch_bias, not spec.patch_bias, "a patch embedding bias"),
+        ("distillation_token", spec.distillation_token, spec.distillation_token,
+         "no distillation token"),
+        ("resnet_units", spec.resnet_units, spec.is_hybrid, "no ResNet stem"),
+    ]
+    for option, value, differs, plain in options:
+        if differs:
+            raise ValueError(
+                f"transformers' {base}, the layout keras_vit writes a DINOv2 in, has {plain}; "
+                f"this model has {option}={value!r} and cannot be written in it")
+    swiglu = spec.activation == "swiglu"
+    mlp_ratio = _dinov2_mlp_ratio(spec, base)
+    rules = dinov2_rules(spec.depth, spec.num_heads, swiglu=swiglu, registers=registers)
+    ones = {f"{conv.block(i)}/{name}/scale": np.ones(spec.hidden_dim, "float32")
+            for i in range(spec.depth) for name in (LAYER_SCALE_ATTENTION, LAYER_SCALE_MLP)}
+    tensors = conv.invert_rules(rules, {**ones, **arrays})
+    tensors["embeddings.mask_token"] = np.zeros((1, spec.hidden_dim), "float32")
+    height, width = architecture.image_size
+    config = {
+        "architectures": [base],
+        "model_type": "dinov2_with_registers" if registers else "dinov2",
+        "hidden_size": spec.hidden_dim,
+        "num_hidden_layers": spec.depth,
+        "num_attention_heads": spec.num_heads,
+        "mlp_ratio": mlp_ratio,
+        "hidden_act": "gelu_pytorch_tanh" if spec.approximate_gelu else "gelu",
+        "layer_norm_eps": spec.layer_norm_epsilon,
+        "image_size": height if height == width else [height, width],
+        "patch_size": spec.patch_size,
+        "num_channels": architecture.num_channels,
+        "qkv_bias": True,
+        "layerscale_value": 1.0 if spec.layer_scale is None else spec.layer_scale,
+        "use_swiglu_ffn": swiglu,
+        "use_mask_token": True,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "drop_path_rate": 0.0,
+    }
+    if registers:
+        config["num_register_tokens"] = spec.num_registers
+    processor = {
+        "image_processor_type": "BitImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": round(min(height, width) / architecture.crop_fraction)},
+        "resample": 3 if architecture.interpolation == "bicubic" else 2,
+        "do_center_crop": True,
+        "crop_size": {"height": height, "width": width},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(architecture.mean),
+        "image_std": list(architecture.std),
+        "do_convert_rgb": True,
+    }
+    return config, tensors, processor
 
 READERS = {
     "dinov2": read_dinov2,
