@@ -57,6 +57,11 @@ CASES = {
         # int(32 * 4) = 128; two thirds, int: 85; up to a multiple of 8: 88.
         dict(pooling="token", num_classes=0, mlp_dim=88, activation="swiglu", layer_scale=1.0,
              num_registers=0, pre_norm=False, patch_bias=True, layer_norm_epsilon=1e-6)),
+    "dinov2_without_qkv_bias": (
+        lambda: transformers.Dinov2Model(transformers.Dinov2Config(
+            **TOWER, mlp_ratio=2, qkv_bias=False)),
+        lambda m, x: m(pixel_values=x).pooler_output,
+        dict(pooling="token", num_classes=0, mlp_dim=64, activation="gelu", layer_scale=1.0)),
     "dinov2_with_registers": (
         lambda: transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(
             **TOWER, mlp_ratio=2, num_register_tokens=3)),
