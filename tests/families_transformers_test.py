@@ -285,6 +285,20 @@ def test_clip_without_top_gives_the_pooled_token_before_projection(references):
     assert model.output_shape == (None, WIDTH)
 
 
+def test_a_size_of_partial_patches_is_the_whole_patches_it_covers(tmp_path):
+    """SigLIP So400m/14 at 384 px reads 27 x 27 patches (378 px), as transformers' convolution
+    does: keras_vit's model takes the 378 px those cover, with the same output."""
+    config = transformers.SiglipVisionConfig(**{**TOWER, "image_size": 18}, intermediate_size=64)
+    reference = torch_reference.randomize(transformers.SiglipVisionModel(config), seed=9)
+    folder = torch_reference.save_hf(reference, tmp_path / "siglip18")
+    assert checkpoints.read_checkpoint(folder).architecture.image_size == (16, 16)
+    model = keras_vit.ViT(weights=folder)
+    nhwc, nchw = torch_reference.images(size=18)
+    with torch.no_grad():
+        expected = reference(pixel_values=nchw).pooler_output
+    torch_reference.assert_close(model(nhwc[:, :16, :16]), expected)
+
+
 def _dinov2_at_half_size(tmp_path, config_class, model_class, seed):
     config = config_class(**{**TOWER, "image_size": 32}, mlp_ratio=2)
     reference = torch_reference.randomize(model_class(config), seed=seed)

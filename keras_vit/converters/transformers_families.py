@@ -243,9 +243,13 @@ def _architecture(vision, name, where, *, pooling, num_classes=0, class_names=No
     if head_dim is not None and head_dim * spec.num_heads != spec.hidden_dim:
         _refuse(name, f"{where} head_dim {head_dim} times {spec.num_heads} heads is not the "
                       f"width {spec.hidden_dim}: keras_vit's attention splits the width")
+    # Whole patches: transformers' convolution ignores the pixels past the last whole patch
+    # and stores position embeddings for those patches only (SigLIP So400m/14 at 384: 27 x 27
+    # patches, 378 pixels), and keras_vit's model takes the image its patches cover.
+    image_size = tuple(side // spec.patch_size * spec.patch_size
+                       for side in conv.image_size_pair(vision["image_size"], "image_size"))
     return conv.Architecture(
-        spec=spec, image_size=conv.image_size_pair(vision["image_size"], "image_size"),
-        pooling=pooling, num_classes=num_classes, num_channels=vision["num_channels"],
+        spec=spec, image_size=image_size, pooling=pooling, num_classes=num_classes, num_channels=vision["num_channels"],
         class_names=class_names)
 
 
