@@ -8,6 +8,7 @@ the output the issue names: DINOv2's pooled (normed [class]) token, CLIP's image
 (`get_image_features`, `image_embeds`) or pooled token, SigLIP's MAP-pooled output.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import pytest
 import torch_reference
 
 import keras_vit
-from keras_vit import checkpoints
+from keras_vit import checkpoints, converters, variants
 from keras_vit.converters import transformers as source
 from keras_vit.converters import transformers_families as families
 
@@ -431,7 +432,7 @@ def test_writing_clip_and_siglip_is_refused(references, tmp_path, name, option):
 
 
 def _spec(**options):
-    return source.conv.dataclasses.replace(keras_vit.variants.parse_variant("mu/4"), **options)
+    return dataclasses.replace(variants.parse_variant("mu/4"), **options)
 
 
 @pytest.mark.parametrize("spec, pooling, message", [
@@ -452,8 +453,8 @@ def _spec(**options):
      "this model's 100 \\(swiglu, width 32\\)"),
 ])
 def test_write_names_each_option_it_cannot_hold(spec, pooling, message):
-    architecture = source.conv.Architecture(spec=spec, image_size=(16, 16), pooling=pooling,
-                                            mean=(0.5,) * 3, std=(0.5,) * 3)
+    architecture = converters.Architecture(spec=spec, image_size=(16, 16), pooling=pooling,
+                                           mean=(0.5,) * 3, std=(0.5,) * 3)
     with pytest.raises(ValueError, match=message):
         source.write({}, architecture)
 

@@ -249,8 +249,8 @@ def _architecture(vision, name, where, *, pooling, num_classes=0, class_names=No
     image_size = tuple(side // spec.patch_size * spec.patch_size
                        for side in conv.image_size_pair(vision["image_size"], "image_size"))
     return conv.Architecture(
-        spec=spec, image_size=image_size, pooling=pooling, num_classes=num_classes, num_channels=vision["num_channels"],
-        class_names=class_names)
+        spec=spec, image_size=image_size, pooling=pooling, num_classes=num_classes,
+        num_channels=vision["num_channels"], class_names=class_names)
 
 
 def _class_names(config, num_classes):
