@@ -253,6 +253,26 @@ def test_defaults_are_transformers_config_defaults():
             families.DEFAULTS[family]), family
 
 
+@pytest.mark.parametrize("name, key", [
+    ("clip", "vision_model.embeddings.position_ids"),
+    ("siglip_vision_model", "embeddings.position_ids"),
+])
+def test_position_id_buffers_of_older_files_are_ignored(references, tmp_path, name, key):
+    from safetensors.numpy import load_file, save_file
+
+    folder = shutil.copytree(references(name)[1], tmp_path / "old")
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    tensors[key] = np.arange(17)[None]  # transformers < 4.31 saved this buffer
+    save_file(tensors, path, metadata={"format": "pt"})
+    checkpoint = checkpoints.read_checkpoint(str(folder))
+    assert key in checkpoint.ignored
+    nhwc, _ = torch_reference.images(size=16)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(keras_vit.ViT(weights=str(folder))(nhwc)),
+        keras.ops.convert_to_numpy(keras_vit.ViT(weights=references(name)[1])(nhwc)))
+
+
 def test_siglip_config_with_only_its_model_type_reads_as_the_base_model(tmp_path):
     """A SigLIP base config written by `to_diff_dict` may keep only the tower's model_type."""
     config = {"model_type": "siglip", "architectures": ["SiglipModel"],

@@ -325,6 +325,11 @@ def zero_qkv_biases(arrays, sources, spec):
                 sources[key] = f"(qkv_bias=False: zeros for {part} bias of block {i})"
 
 
+def _buffers(prefix):
+    """Buffers, not weights: files written before transformers 4.31 hold the position ids."""
+    return (f"{prefix}embeddings.position_ids",)
+
+
 def read_clip(config, tensors, name):
     full = config["model_type"] == "clip"
     cls = (config.get("architectures") or ["CLIPModel" if full else "CLIPVisionModel"])[0]
@@ -360,7 +365,7 @@ def read_clip(config, tensors, name):
         rules.append(_projection_head("visual_projection.weight"))
     return (architecture,) + _apply(
         rules, tensors, name, prefix=(prefix, "embeddings.class_embedding"),
-        ignore=("text_model.", "text_projection.", "logit_scale"))
+        ignore=("text_model.", "text_projection.", "logit_scale", *_buffers(prefix)))
 
 
 def read_siglip(config, tensors, name):
@@ -392,7 +397,7 @@ def read_siglip(config, tensors, name):
                         pre_norm=False, map_head=not classifier)
     if classifier:
         rules += conv.linear("head", "classifier")
-    ignore = ("text_model.", "logit_scale", "logit_bias") + (
+    ignore = ("text_model.", "logit_scale", "logit_bias", *_buffers(prefix)) + (
         (f"{prefix}head.",) if classifier else ())
     return (architecture,) + _apply(
         rules, tensors, name, prefix=(prefix, "embeddings.patch_embedding.weight"),
