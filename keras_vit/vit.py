@@ -236,7 +236,7 @@ def _embed(images, settings):
     position_embedding = PositionEmbedding(
         settings.grid, num_prefix_tokens=settings.num_prefix_tokens,
         stride=spec.stride if settings.dynamic_image_size else None,
-        name=_name("position_embedding"),
+        interpolation=spec.position_interpolation, name=_name("position_embedding"),
     )
     x = model_layers.call_layer(position_embedding, x, images)
     if spec.num_registers:

@@ -332,29 +332,40 @@ def _dinov2_at_half_size(tmp_path, config_class, model_class, seed):
     return float(np.abs(ours - expected).max() / np.abs(expected).max())
 
 
-def test_dinov2_position_embeddings_resized_at_load_vs_transformers_at_run_time(tmp_path):
+def test_dinov2_position_embeddings_resized_at_load_equal_transformers_at_run_time(tmp_path):
     """A DINOv2 stored for an 8x8 grid (32 px), run at 16 px (4x4), by both libraries.
 
-    keras_vit resizes the position embeddings once, at load, with its `PositionEmbedding`'s
-    settings (`finetune.resize_position_embeddings`: bicubic with Keys' a = -0.5, half-pixel
-    centres, weights renormalized at the edges, antialiased when shrinking: `jax.image.resize`).
-    transformers resizes them at every call (`interpolate_pos_encoding`):
-    - `Dinov2Model`: `F.interpolate(mode="bicubic", align_corners=False)`, PyTorch's bicubic
-      with a = -0.75, border samples repeated, no antialias. No keras_vit setting is that
-      function, so the outputs differ: measured 2.3e-2 to 4.5e-2 of the output's scale over
-      4 seeds (the position embeddings here are white noise, the worst case; on the
-      embeddings themselves the resize differs by 0.55 of their scale, 0.15 with keras_vit's
-      antialias off).
-    - `Dinov2WithRegistersModel`: the same with `antialias=True`, PyTorch's antialiased
-      bicubic (a = -0.5, renormalized, kernel widened by the scale): keras_vit's function;
-      the outputs agree within float32 rounding (measured 2.5e-7).
+    transformers resizes the position embeddings at every call (`interpolate_pos_encoding`):
+    `Dinov2Model` with `F.interpolate(mode="bicubic", align_corners=False)`, PyTorch's bicubic
+    with a = -0.75, taps clamped to the edge, no antialias; `Dinov2WithRegistersModel` the same
+    with `antialias=True`, PyTorch's antialiased bicubic (a = -0.5, renormalized, the kernel
+    widened by the scale). keras_vit resizes them once, at load, with the method the reader
+    records for each (`VariantSpec.position_interpolation`: `"pytorch_bicubic"` and keras_vit's
+    `"bicubic"`), so both agree within float32 rounding. Before the reader recorded
+    `"pytorch_bicubic"`, `Dinov2Model` differed by 2.3e-2 to 4.5e-2 of the output's scale over 4
+    seeds (these position embeddings are white noise, the worst case).
     """
-    plain = _dinov2_at_half_size(tmp_path, transformers.Dinov2Config,
-                                 transformers.Dinov2Model, seed=0)
-    assert 1e-3 < plain < 6e-2
+    for seed in range(2):
+        plain = _dinov2_at_half_size(tmp_path, transformers.Dinov2Config,
+                                     transformers.Dinov2Model, seed=seed)
+        assert plain < 1e-5
     registers = _dinov2_at_half_size(tmp_path, transformers.Dinov2WithRegistersConfig,
-                                     transformers.Dinov2WithRegistersModel, seed=1)
+                                     transformers.Dinov2WithRegistersModel, seed=2)
     assert registers < 1e-5
+
+
+def test_dinov2_dynamic_size_equals_transformers_at_every_size(tmp_path):
+    """`dynamic_image_size=True` resizes at each call as transformers' `Dinov2Model` does."""
+    config = transformers.Dinov2Config(**{**TOWER, "image_size": 32}, mlp_ratio=2)
+    reference = torch_reference.randomize(transformers.Dinov2Model(config), seed=5)
+    folder = torch_reference.save_hf(reference, tmp_path / "dinov2_dynamic")
+    model = keras_vit.ViT(weights=folder, dynamic_image_size=True)
+    assert model.get_layer("position_embedding").interpolation == "pytorch_bicubic"
+    for size in ((16, 16), (24, 40), (48, 48)):
+        nhwc, nchw = torch_reference.images(size=size, seed=6)
+        with torch.no_grad():
+            expected = reference(pixel_values=nchw).pooler_output
+        torch_reference.assert_close(model(nhwc), expected)
 
 
 # ------------------------------------------------------------------ refusals

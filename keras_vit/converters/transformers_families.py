@@ -288,9 +288,13 @@ def read_dinov2(config, tensors, name):
     width = vision["hidden_size"]
     hidden = int(width * vision["mlp_ratio"])
     swiglu = bool(vision["use_swiglu_ffn"])
+    registers = "registers" in model_type
     options = dict(layer_scale=float(vision["layerscale_value"]),
-                   num_registers=vision["num_register_tokens"] if "registers" in model_type
-                   else 0)
+                   num_registers=vision["num_register_tokens"] if registers else 0,
+                   # How transformers resizes the position embeddings at another size:
+                   # Dinov2Model with PyTorch's plain bicubic, Dinov2WithRegistersModel with
+                   # its antialiased bicubic (keras_vit's default).
+                   position_interpolation="bicubic" if registers else "pytorch_bicubic")
     if swiglu:
         # transformers' Dinov2SwiGLUFFN (DINOv2's SwiGLUFFNFused): two thirds of the MLP
         # width, rounded up to a multiple of 8; `weights_in` packs gate and value (2x that).
