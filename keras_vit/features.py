@@ -46,7 +46,8 @@ def dense_features(model, images, *, blocks=-1, norm=True):
 
     Returns:
         dict: `"blocks"`, the block indices (non-negative), and for each
-        of the following a list of NumPy arrays, one per selected block, or
+        of the following a list of float32 NumPy arrays (also under mixed
+        precision), one per selected block, or
         None where the model has no such token: `"patch_tokens"`, the patch
         tokens as maps (B, h, w, D): entry [b, i, j] is the token of the
         patch in grid row i, column j (the sequence's row-major order);
@@ -89,6 +90,8 @@ def dense_features(model, images, *, blocks=-1, norm=True):
             )
         if encoder_norm is not None:
             tokens = ops.convert_to_numpy(encoder_norm(ops.convert_to_tensor(tokens)))
+        # A mixed-precision model computes in bfloat16 or float16; NumPy users get float32.
+        tokens = tokens.astype("float32")
         batch, width = tokens.shape[0], tokens.shape[-1]
         features["patch_tokens"].append(
             tokens[:, num_prefix:].reshape(batch, grid_h, grid_w, width))

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 from layer_testing import to_numpy
@@ -146,6 +147,16 @@ def test_hybrid_patch_maps_are_on_the_feature_grid():
     assert features["patch_tokens"][0].shape == (2, 2, 2, 32)
     np.testing.assert_allclose(features["class_token"][0], to_numpy(model(images)),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_mixed_precision_features_are_float32_and_close_to_the_output():
+    keras.config.set_dtype_policy("mixed_bfloat16")  # conftest restores float32
+    model = _model()
+    images = _images((2, 16, 16, 3))
+    features = keras_vit.dense_features(model, images)
+    assert features["patch_tokens"][0].dtype == features["class_token"][0].dtype == "float32"
+    output = to_numpy(model(images)).astype("float32")
+    np.testing.assert_allclose(features["class_token"][0], output, rtol=2e-2, atol=2e-2)
 
 
 def test_bad_blocks_and_images_are_refused():
