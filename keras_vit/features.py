@@ -20,15 +20,20 @@ __all__ = ["dense_features"]
 def dense_features(model, images, *, blocks=-1, norm=True):
     """The tokens of chosen blocks of `model`, the patch tokens as (B, h, w, D) maps.
 
-    With `norm=True` each block's tokens go through the model's own final
-    LayerNorm (`encoder_norm`), as DINOv2's
-    `get_intermediate_layers(norm=True)` and timm's
-    `forward_intermediates(norm=True)` do: the features of the last block are
-    then exactly what the model's pooling reads (the [class] token of a
-    "token" model is its `include_top=False` output; the mean of the patch
-    maps of a "gap" model is), and every block's features are on the scale
-    a head trained on the model's output expects. `norm=False` gives the
-    residual stream itself, whose scale grows with depth.
+    With `norm=True` (the default, as in DINOv2's
+    `get_intermediate_layers`; timm's `forward_intermediates(norm=True)` is
+    the same and defaults to False) each block's tokens go through the
+    model's own final LayerNorm (`encoder_norm`): the features of the last
+    block are then exactly what the model's pooling reads (the [class] token
+    of a "token" model is its `include_top=False` output; the mean of the
+    patch maps of a "gap" model is; a "map" model's probe attends over them),
+    and every block's features are on the scale a head trained on the
+    model's output expects. `norm=False` gives the residual stream itself,
+    whose scale grows with depth.
+
+    The blocks run in inference mode (no dropout or stochastic depth) and the
+    result is NumPy: features for a frozen backbone, e.g. computed once to
+    fit a linear segmentation head on.
 
     Args:
         model: a `keras_vit` model (`keras_vit.ViT(...)`, any pooling,
