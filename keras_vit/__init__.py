@@ -8,6 +8,7 @@ from keras_vit import (
     distribution,
     downloads,
     explain,
+    features,
     fewshot,
     finetune,
     labels,
@@ -17,6 +18,7 @@ from keras_vit import (
     preprocessing,
     variants,
 )
+from keras_vit.features import dense_features
 from keras_vit.labels import decode_predictions
 from keras_vit.preprocessing import preprocess_images
 from keras_vit.vit import ViT
@@ -27,9 +29,11 @@ __all__ = [
     "ViT",
     "checkpoints",
     "decode_predictions",
+    "dense_features",
     "distribution",
     "downloads",
     "explain",
+    "features",
     "fewshot",
     "finetune",
     "labels",

@@ -960,7 +960,7 @@ def architecture_of(model, *, class_names=None, mean=None, std=None):
         activation=first.activation, layer_scale=first.layer_scale,
         num_registers=registers.num_registers if registers is not None else 0,
         pre_norm=model_layers.find_layer(model, "pre_norm") is not None,
-        patch_bias=patches.use_bias,
+        patch_bias=patches.use_bias, position_interpolation=posemb.interpolation,
     )
     image_size = tuple(g * patches.patch_size for g in posemb.grid_size)
     preprocessing = model_layers.find_layer(model, "preprocessing")

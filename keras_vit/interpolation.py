@@ -9,14 +9,22 @@ by a small interpolation matrix computed here in NumPy (float64, then
 float32) and applied with one `keras.ops.einsum`: the same numbers on every
 backend.
 
-Convention, for both methods: half-pixel centres (output sample i sits at
+Convention, for the first two methods: half-pixel centres (output sample i sits at
 input coordinate (i + 0.5) * in / out - 0.5, the convention of
 `tf.image.resize`, `jax.image.resize` and PyTorch's `align_corners=False`),
 the weights of each output sample normalized to sum to one (so edges are
 handled by renormalizing over the samples inside the grid), and, with
 `antialias=True`, the kernel stretched by in / out when downsampling. This
 is exactly `jax.image.resize` (`"linear"` / `"cubic"`, Keys' cubic kernel
-with a = -0.5), which big_vision uses to resample position embeddings.
+with a = -0.5), which big_vision uses to resample position embeddings, and
+PyTorch's `F.interpolate(mode="bicubic", antialias=True)`.
+
+A third method, `"pytorch_bicubic"`, is PyTorch's `F.interpolate(mode="bicubic",
+align_corners=False)` without antialiasing, the function transformers' DINOv2
+(`Dinov2Model.interpolate_pos_encoding`) resizes its position embeddings with:
+Keys' kernel with a = -0.75, the four taps around each source coordinate
+clamped into the grid (the edge samples repeated, weights not renormalized),
+and never widened (`antialias` does not apply).
 """
 
 import functools
@@ -26,7 +34,7 @@ from keras import ops
 
 from keras_vit.validation import check_choice
 
-METHODS = ("bilinear", "bicubic")
+METHODS = ("bilinear", "bicubic", "pytorch_bicubic")
 
 
 def _linear_kernel(x):
@@ -44,6 +52,30 @@ def _keys_cubic_kernel(x):
 _KERNELS = {"bilinear": _linear_kernel, "bicubic": _keys_cubic_kernel}
 
 
+def _pytorch_cubic_weights(t):
+    """The weights of taps floor - 1 .. floor + 2 for fractions `t`: Keys' kernel, a = -0.75."""
+    a = -0.75
+
+    def near(x):
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+
+    def far(x):
+        return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+
+    return far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)
+
+
+def _pytorch_bicubic_matrix(in_size, out_size):
+    # PyTorch's source coordinate for bicubic is not clamped; its taps are.
+    source = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+    floor = np.floor(source)
+    weights = np.zeros((out_size, in_size))
+    for offset, weight in zip((-1, 0, 1, 2), _pytorch_cubic_weights(source - floor)):
+        taps = np.clip(floor + offset, 0, in_size - 1).astype(int)
+        np.add.at(weights, (np.arange(out_size), taps), weight)
+    return weights
+
+
 def check_method(method):
     check_choice("interpolation method", method, METHODS)
 
@@ -55,9 +87,10 @@ def resize_matrix(in_size, out_size, method="bicubic", antialias=True):
     Args:
         in_size: int. Number of input samples.
         out_size: int. Number of output samples.
-        method: str. `"bilinear"` or `"bicubic"`. Defaults to `"bicubic"`.
-        antialias: bool. Stretch the kernel when downsampling. Defaults to
-            True.
+        method: str. `"bilinear"`, `"bicubic"` or `"pytorch_bicubic"`. Defaults
+            to `"bicubic"`.
+        antialias: bool. Stretch the kernel when downsampling (not for
+            `"pytorch_bicubic"`). Defaults to True.
 
     Returns:
         A read-only NumPy float32 array whose rows sum to one.
@@ -68,12 +101,15 @@ def resize_matrix(in_size, out_size, method="bicubic", antialias=True):
             f"Grid sizes must be positive, received in_size={in_size}, "
             f"out_size={out_size}"
         )
-    scale = out_size / in_size
-    kernel_scale = min(scale, 1.0) if antialias else 1.0
-    source = (np.arange(out_size, dtype=np.float64) + 0.5) / scale - 0.5
-    offsets = np.arange(in_size, dtype=np.float64)[None, :] - source[:, None]
-    weights = _KERNELS[method](offsets * kernel_scale)
-    weights /= weights.sum(axis=1, keepdims=True)
+    if method == "pytorch_bicubic":
+        weights = _pytorch_bicubic_matrix(in_size, out_size)
+    else:
+        scale = out_size / in_size
+        kernel_scale = min(scale, 1.0) if antialias else 1.0
+        source = (np.arange(out_size, dtype=np.float64) + 0.5) / scale - 0.5
+        offsets = np.arange(in_size, dtype=np.float64)[None, :] - source[:, None]
+        weights = _KERNELS[method](offsets * kernel_scale)
+        weights /= weights.sum(axis=1, keepdims=True)
     matrix = weights.astype(np.float32)
     matrix.setflags(write=False)
     return matrix
@@ -102,6 +138,17 @@ def resize_matrix_tensor(in_size, out_size, method="bicubic", antialias=True):
     if _is_static(out_size):
         return ops.convert_to_tensor(resize_matrix(in_size, int(out_size), method, antialias))
     check_method(method)
+    if method == "pytorch_bicubic":
+        source = ((ops.cast(ops.arange(out_size), "float64") + 0.5)
+                  * (float(in_size) / ops.cast(out_size, "float64")) - 0.5)
+        floor = ops.floor(source)
+        columns = ops.arange(in_size, dtype="float64")[None, :]
+        weights = 0.0
+        for offset, weight in zip((-1, 0, 1, 2), _pytorch_cubic_weights(source - floor)):
+            taps = ops.clip(floor + offset, 0.0, float(in_size - 1))
+            weights = weights + weight[:, None] * ops.cast(
+                ops.equal(taps[:, None], columns), "float64")
+        return ops.cast(weights, "float32")
     out_float = ops.cast(out_size, "float64")
     scale = out_float / float(in_size)
     source = (ops.cast(ops.arange(out_size), "float64") + 0.5) / scale - 0.5
@@ -130,7 +177,7 @@ def resize_token_grid(tokens, old_grid, new_grid, method="bicubic", antialias=Tr
         old_grid: (gh, gw) ints.
         new_grid: (nh, nw) ints, or scalar tensors when the grid is only known when the
             function runs (TensorFlow tracing images of unknown size).
-        method: str. `"bilinear"` or `"bicubic"`.
+        method: str. `"bilinear"`, `"bicubic"` or `"pytorch_bicubic"`.
         antialias: bool. See `resize_matrix`.
 
     Returns:

@@ -21,6 +21,8 @@ here, by role, instead of by string in each module:
 | `conv_root`          | `conv_root`          | `StdConv2D` (hybrids)      |
 | `gn_root`            | `gn_root`            | `GroupNormalization` (hybrids) |
 
+`token_prefix` says which tokens come before the patch tokens ([class], distillation, registers).
+
 `call_layer` is how the chain is called (a dynamic-size `PositionEmbedding` also takes the
 images; the last block of a "token"-pooling model computes the [class] token alone): `ViT` builds
 through it and `keras_vit.finetune.adapt` rebuilds through it.
@@ -28,6 +30,8 @@ through it and `keras_vit.finetune.adapt` rebuilds through it.
 Only public Keras APIs are used: `model.layers` (topological order), `get_layer`, and each
 layer's `input` / `output` (the tensors of its first call).
 """
+
+import dataclasses
 
 import keras
 
@@ -109,6 +113,76 @@ def last_block_computes_class_token_only(model):
     depth = len(transformer_blocks(model))
     return pooling is not None and depth > 0 and computes_class_token_only(
         pooling.pooling, depth - 1, depth)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenPrefix:
+    """The tokens before the patch tokens of a ViT's sequence, in this order.
+
+    `[class] (if any), distillation (DeiT, if any), registers (R), patches...`: `keras_vit.ViT`
+    prepends the distillation token and then the [class] token, then inserts the registers
+    after both (`RegisterTokens`), so that the patch tokens start at `num_tokens`.
+
+    Attributes:
+        class_token: bool. Token 0 is the [class] token ("gap" and "map" models have none).
+        distillation_token: bool. The token after the [class] token is DeiT's distillation
+            token.
+        num_registers: int. Register tokens (DINOv2 with registers) after those.
+    """
+
+    class_token: bool
+    distillation_token: bool
+    num_registers: int
+
+    @property
+    def num_tokens(self):
+        """All tokens before the patch tokens: the index of the first patch token."""
+        return int(self.class_token) + int(self.distillation_token) + self.num_registers
+
+    @property
+    def registers(self):
+        """The slice of the register tokens in the sequence."""
+        start = int(self.class_token) + int(self.distillation_token)
+        return slice(start, start + self.num_registers)
+
+
+def token_prefix(model):
+    """The `TokenPrefix` of `model`: its tokens before the patch tokens.
+
+    Read from the layers: the `PositionEmbedding`'s prefix (the tokens it embeds before the
+    patches: the [class] token, then a distillation token if the model has one, as
+    `keras_vit.ViT` orders them) and the `RegisterTokens` layer's count.
+
+    Raises:
+        ValueError: `model` has no `PositionEmbedding` layer, or a prefix keras_vit does not
+            build (more than [class] and distillation tokens, or registers placed elsewhere).
+
+    Example:
+
+    >>> spec = dataclasses.replace(keras_vit.variants.parse_variant("mu/4"), num_registers=4)
+    >>> prefix = token_prefix(keras_vit.ViT(spec, image_size=16, num_classes=0))
+    >>> prefix.class_token, prefix.num_registers, prefix.num_tokens
+    (True, 4, 5)
+    """
+    position = [layer for layer in model.layers if isinstance(layer, PositionEmbedding)]
+    if not position:
+        raise ValueError(
+            f"Model {model.name!r} has no PositionEmbedding layer, so its patch "
+            f"grid is unknown"
+        )
+    embedded = position[0].num_prefix_tokens
+    registers = [layer for layer in model.layers if isinstance(layer, RegisterTokens)]
+    num_registers = sum(layer.num_registers for layer in registers)
+    if embedded > 2 or len(registers) > 1 or any(
+            layer.num_prefix_tokens != embedded for layer in registers):
+        raise ValueError(
+            f"Model {model.name!r} has a token prefix keras_vit does not build: "
+            f"{embedded} position-embedded prefix token(s) (expected [class] and at most a "
+            f"distillation token) and register tokens after "
+            f"{[layer.num_prefix_tokens for layer in registers]} token(s)"
+        )
+    return TokenPrefix(class_token=embedded >= 1, distillation_token=embedded == 2,
+                       num_registers=num_registers)
 
 
 def call_layer(layer, x, images, *, first_token_only=False, **kwargs):

@@ -31,7 +31,7 @@ def preprocess_images(images, preset=None, *, image_size=None, crop_fraction=Non
             from the preset unless they are given. A Hub checkpoint (`"hf://ORG/NAME"`, a
             checkpoint folder) gives them too, and its own mean and std (its
             `preprocessor_config.json`, timm's `pretrained_cfg`) replace the [-1, 1] scaling;
-            only its configs are read.
+            only its configs are read. So does a preset that names one (`"dinov2_b14"`).
         image_size: int or (height, width). The model's input size. Required without a preset.
         crop_fraction: float in (0, 1]. Defaults to the preset's, else 1.
         rescale: bool. Scale to [-1, 1], or with a Hub checkpoint's mean and std
@@ -48,6 +48,9 @@ def preprocess_images(images, preset=None, *, image_size=None, crop_fraction=Non
     ((1, 16, 16, 3), 1.0, 1.0)
     """
     mean_std = None
+    if isinstance(preset, str) and preset in presets.PRESETS:
+        # A preset that names a Hub checkpoint is that checkpoint (its configs say the rest).
+        preset = presets.get(preset).hub_reference or preset
     if preset is not None and hub.is_reference(preset):
         from keras_vit import checkpoints  # checkpoints -> finetune -> ... -> preprocessing
 

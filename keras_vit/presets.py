@@ -7,13 +7,12 @@ lists them, `table()` prints them, `register(preset)` adds a private checkpoint.
 
 >>> get("augreg_b16_i21k_i1k_384").top1
 85.49
->>> print(table(["vit_b16_i21k", "augreg_ti16_i21k_i1k_384"]))
-name                      params  resolution  classes  top-1
-vit_b16_i21k              103.2M         224    21843      -
-augreg_ti16_i21k_i1k_384    5.8M         384     1000  78.22
->>> print(table(["vit_l16_i21k_i1k_224"]))
-name                  params  resolution  classes  top-1
-vit_l16_i21k_i1k_224  304.3M         224     1000   82.7
+>>> print(table(["vit_b16_i21k", "augreg_ti16_i21k_i1k_384", "dinov2_b14", "clip_b16"]))
+name                      params  resolution  classes  top-1  protocol
+vit_b16_i21k              103.2M         224    21843      -  -
+augreg_ti16_i21k_i1k_384    5.8M         384     1000  78.22  fine-tuned
+dinov2_b14                 86.6M         518        0   84.5  linear probe
+clip_b16                   86.2M         224      512   68.6  zero-shot
 
 Names are `{family}_{model}_{pre-training}[_{fine-tuning}_{resolution}]`, lower case:
 
@@ -68,8 +67,8 @@ import dataclasses
 import difflib
 
 from keras_vit import variants
-from keras_vit.layers.pooling import POOLINGS
-from keras_vit.validation import check_number, check_positive_int
+from keras_vit.layers.pooling import MODEL_POOLINGS
+from keras_vit.validation import check_choice, check_int, check_number, check_positive_int
 
 BUCKET = "https://storage.googleapis.com/vit_models"
 REPOSITORY = "https://github.com/google-research/vision_transformer"
@@ -77,7 +76,8 @@ README = f"{REPOSITORY}#available-vit-models"
 AUGREG_COLAB = f"{REPOSITORY}/blob/main/vit_jax_augreg.ipynb"
 LICENSE = "Apache-2.0"
 
-LABEL_SETS = {"imagenet21k": 21843, "imagenet2012": 1000}
+LABEL_SETS = {"imagenet21k": 21843, "imagenet2012": 1000, "features": 0}
+TOP1_PROTOCOLS = ("fine-tuned", "linear probe", "zero-shot")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,15 +86,21 @@ class Preset:
 
     Args:
         name: str. The preset's name (see the module docstring for the scheme).
-        variant: str. A `keras_vit.variants` name, e.g. `"B/16"` or `"R50+B/16"`.
+        variant: str or `keras_vit.variants.VariantSpec`. A `keras_vit.variants` name, e.g.
+            `"B/16"` or `"R50+B/16"`; the DINOv2, CLIP and SigLIP towers are `VariantSpec`s with
+            their family's options.
         image_size: int. Side of the square images the checkpoint was trained at.
-        num_classes: int. Outputs of its head.
+        num_classes: int. Outputs of its head: classes, a CLIP tower's embedding width (its
+            projection is its head), or 0 for a backbone that returns its pooled features.
         labels: str. What the outputs mean: `"imagenet21k"` (21,843 classes), `"imagenet2012"`
-            (1,000), or a label set of the user's own.
-        url: str. Where the file is: an http://, https:// or gs:// URL.
+            (1,000), `"embedding"` (a CLIP image embedding), `"features"` (a backbone's pooled
+            representation), or a label set of the user's own.
+        url: str. Where the file is: an http://, https:// or gs:// URL, or a Hugging Face Hub
+            checkpoint `hf://ORG/NAME`, whose `config.json` then states the architecture
+            (`keras_vit.checkpoints.read_checkpoint`); the entry's own fields describe it.
         representation_size: int or None. Width of the pre-logits Dense + tanh, None when the
             checkpoint has none. Defaults to None.
-        pooling: str. `"token"`, `"gap"` or `"distilled"`. Defaults to `"token"`.
+        pooling: str. `"token"`, `"gap"`, `"distilled"` or `"map"`. Defaults to `"token"`.
         crop_fraction: float. Evaluation preprocessing: the image is resized to
             `resize = round(image_size / crop_fraction)` and the central `image_size` square
             kept. Defaults to 1.0 (resize to `image_size`, no crop).
@@ -106,6 +112,9 @@ class Preset:
             (`"393.69 MiB"`, `"1.22 GiB"`). Defaults to None.
         top1: float or None. The publisher's ImageNet top-1 accuracy, in percent. Defaults to
             None.
+        top1_protocol: str. How `top1` was measured: `"fine-tuned"` (the checkpoint's own
+            head), `"linear probe"` (a linear classifier on frozen features) or `"zero-shot"`
+            (CLIP / SigLIP with class-name prompts). Defaults to `"fine-tuned"`.
         top1_source: str or None. Where `top1` is reported. Defaults to None.
         license: str. SPDX identifier of the weights' license. Defaults to `"Apache-2.0"`.
         source: str. URL of the page that documents the file. Defaults to `""`.
@@ -132,6 +141,7 @@ class Preset:
     sha256: str | None = None
     listed_size: str | None = None
     top1: float | None = None
+    top1_protocol: str = "fine-tuned"
     top1_source: str | None = None
     license: str = LICENSE
     source: str = ""
@@ -142,13 +152,14 @@ class Preset:
             raise ValueError(f"Preset name must be a non-empty string, received {self.name!r}")
         variants.parse_variant(self.variant)
         check_positive_int("image_size", self.image_size)
-        check_positive_int("num_classes", self.num_classes)
+        check_int("num_classes", self.num_classes, minimum=0)
         check_positive_int("representation_size", self.representation_size, allow_none=True)
         check_positive_int("size_bytes", self.size_bytes, allow_none=True)
-        if self.pooling not in POOLINGS:
+        if self.pooling not in MODEL_POOLINGS:
             raise ValueError(
-                f"Unknown pooling {self.pooling!r}: expected one of {list(POOLINGS)}"
+                f"Unknown pooling {self.pooling!r}: expected one of {list(MODEL_POOLINGS)}"
             )
+        check_choice("top1_protocol", self.top1_protocol, TOP1_PROTOCOLS)
         check_number("crop_fraction", self.crop_fraction, 0.0, 1.0, low_open=True,
                      high_open=False)
         if LABEL_SETS.get(self.labels, self.num_classes) != self.num_classes:
@@ -156,10 +167,11 @@ class Preset:
                 f"Preset {self.name!r}: labels {self.labels!r} has "
                 f"{LABEL_SETS[self.labels]} classes, received num_classes={self.num_classes}"
             )
-        if not isinstance(self.url, str) or self.url.split("://", 1)[0] not in ("http", "https", "gs"):
+        if not isinstance(self.url, str) or self.url.split("://", 1)[0] not in (
+                "http", "https", "gs", "hf"):
             raise ValueError(
-                f"Preset {self.name!r}: url must be an http(s):// or gs:// URL, received "
-                f"{self.url!r}"
+                f"Preset {self.name!r}: url must be an http(s)://, gs:// or hf:// URL, "
+                f"received {self.url!r}"
             )
         if self.sha256 is not None and (
             not isinstance(self.sha256, str)
@@ -170,6 +182,11 @@ class Preset:
                 f"Preset {self.name!r}: sha256 must be 64 lower-case hex digits, received "
                 f"{self.sha256!r}"
             )
+
+    @property
+    def hub_reference(self):
+        """str or None: the `hf://` checkpoint this preset names, None for a file URL."""
+        return self.url if self.url.startswith("hf://") else None
 
     @property
     def params(self):
@@ -194,20 +211,23 @@ def parameter_count(variant, *, image_size=224, num_classes=1000, representation
 
     A formula, so that listing the presets builds no model; `tests/presets_test.py` checks it
     against the shapes of built models for every size of `keras_vit.variants.SIZES`, plain,
-    hybrid and distilled, and against `count_params()` for every preset.
+    hybrid and distilled, with every option of the later families, and against `count_params()`
+    for every preset.
 
     Per block: LayerNorms 2 * 2D, attention 4 * (D^2 + D) (query, key, value, output with
-    biases), MLP 2 * D * mlp_dim + mlp_dim + D. Around the blocks: the patch embedding
-    (P^2 * channels * D + D, or a hybrid's ResNet and its 1x1 projection), the class token D,
-    the position embeddings (tokens * D), the final LayerNorm 2D, the optional pre-logits and
-    the head.
+    biases), MLP 2 * D * mlp_dim + mlp_dim + D (SwiGLU: its packed input projection doubles the
+    first layer, 3 * D * mlp_dim + 2 * mlp_dim + D), LayerScale 2D. Around the blocks: the patch
+    embedding (P^2 * channels * D, its bias D, or a hybrid's ResNet and its 1x1 projection),
+    the class token D, the position embeddings (tokens * D), the register tokens, the
+    pre-encoder and final LayerNorms 2D each, the MAP head (probe D, attention 4 * (D^2 + D),
+    LayerNorm 2D, MLP), the optional pre-logits and the head.
 
     Args:
         variant: str or `keras_vit.variants.VariantSpec`.
         image_size: int or (height, width). Defaults to 224.
         num_classes: int. Defaults to 1000.
         representation_size: int or None. Defaults to None.
-        pooling: str. `"token"`, `"gap"` or `"distilled"`. Defaults to `"token"`.
+        pooling: str. `"token"`, `"gap"`, `"distilled"` or `"map"`. Defaults to `"token"`.
         num_channels: int. Defaults to 3.
 
     Returns:
@@ -227,13 +247,17 @@ def parameter_count(variant, *, image_size=224, num_classes=1000, representation
         count, channels = _resnet_parameters(spec.resnet_units, spec.resnet_width, num_channels)
     else:
         count, channels = 0, num_channels
-    count += spec.patch_size**2 * channels * d + d
-    # The [class] token (unless "gap") and DeiT's distillation token, and a position embedding
-    # for each of them and each patch.
-    prefix = int(pooling != "gap") + int(spec.distillation_token)
+    count += spec.patch_size**2 * channels * d + d * spec.patch_bias
+    # The [class] token (unless "gap" or "map") and DeiT's distillation token, and a position
+    # embedding for each of them and each patch; the register tokens have none.
+    prefix = int(pooling not in ("gap", "map")) + int(spec.distillation_token)
     tokens = prefix + (height // spec.stride) * (width // spec.stride)
-    count += prefix * d + tokens * d
-    count += spec.depth * (4 * d * d + 2 * d * mlp + 9 * d + mlp) + 2 * d
+    count += prefix * d + tokens * d + spec.num_registers * d + 2 * d * spec.pre_norm
+    mlp_in = 2 * mlp if spec.activation == "swiglu" else mlp  # SwiGLU's packed gate and value
+    block = 4 * d * d + 4 * d + 4 * d + d * mlp_in + mlp_in + mlp * d + d
+    count += spec.depth * (block + 2 * d * (spec.layer_scale is not None)) + 2 * d
+    if pooling == "map":
+        count += d + 4 * d * d + 4 * d + 2 * d + 2 * d * mlp + mlp + d
     features = 2 * d if pooling == "distilled" else d  # "distilled": [class, distillation]
     if representation_size is not None:
         count += d * representation_size + representation_size
@@ -385,6 +409,93 @@ _ENTRIES = [
              "1337 MiB", "0.01", 85.99),
 ]
 
+
+# -- The later ViT families, on the Hugging Face Hub (issue 33) -----------------------------
+#
+# These entries name `hf://` checkpoints: `ViT(weights=name)` reads the repository's own
+# `config.json` (`keras_vit.checkpoints.read_checkpoint`), which then states the architecture;
+# the fields here describe it for `table()` and `parameter_count`. Architectures: the model
+# cards and configs of the repositories named; DINOv2 stores its position embeddings for 518
+# pixels (a 37 x 37 grid) and evaluates at 224 after resizing to 256 (bicubic); CLIP resizes
+# the shorter side to the model's size and crops it (bicubic); SigLIP resizes to the model's
+# size (bilinear). A CLIP tower's head is its projection into the joint embedding space.
+_DINOV2 = "https://github.com/facebookresearch/dinov2"
+_DINOV2_TOP1 = f"{_DINOV2} README: pretrained models, ImageNet linear"
+_CLIP = "https://github.com/openai/CLIP"
+_CLIP_TOP1 = ("CLIP paper (Radford et al., 2021, https://arxiv.org/abs/2103.00020): zero-shot "
+              "ImageNet top-1 of the released models")
+_SIGLIP = "https://github.com/google-research/big_vision"
+
+
+def _tower(size, patch, **options):
+    """The `VariantSpec` of a tower: a size of `variants.SIZES` (or explicit dimensions)."""
+    dims = variants.SIZES[size] if size in variants.SIZES else options.pop("dims")
+    return variants.VariantSpec(size, patch, **dims, **options)
+
+
+_DINOV2_OPTIONS = dict(layer_scale=1e-5, approximate_gelu=False)
+_DINOV2_G = dict(dims=dict(hidden_dim=1536, depth=40, mlp_dim=4096, num_heads=24),
+                 activation="swiglu")
+_CLIP_OPTIONS = dict(pre_norm=True, patch_bias=False, activation="quick_gelu",
+                     layer_norm_epsilon=1e-5, approximate_gelu=False)
+_SO400M = dict(dims=dict(hidden_dim=1152, depth=27, mlp_dim=4304, num_heads=16))
+
+
+def _dinov2(size, hub_size, registers, top1):
+    extra = _DINOV2_G if size == "g" else {}
+    spec = _tower(size, 14, num_registers=4 if registers else 0, **_DINOV2_OPTIONS, **extra)
+    repo = f"dinov2-with-registers-{hub_size}" if registers else f"dinov2-{hub_size}"
+    return Preset(
+        name=f"dinov2{'_reg' if registers else ''}_{size.lower()}14",
+        variant=spec, image_size=518, num_classes=0, labels="features",
+        url=f"hf://facebook/{repo}", crop_fraction=224 / 256, interpolation="bicubic",
+        top1=top1, top1_protocol="linear probe", top1_source=_DINOV2_TOP1, source=_DINOV2,
+        description=(f"DINOv2 (Oquab et al., 2023) ViT-{size}/14"
+                     + (" with 4 registers (Darcet et al., 2023)" if registers else "")
+                     + ", self-supervised on LVD-142M; returns the normed [class] token"),
+    )
+
+
+def _clip(size, patch, image_size, projection, repo, top1):
+    return Preset(
+        name=f"clip_{size.lower()}{patch}" + ("" if image_size == 224 else f"_{image_size}"),
+        variant=_tower(size, patch, **_CLIP_OPTIONS), image_size=image_size,
+        num_classes=projection, labels="embedding", url=f"hf://openai/{repo}",
+        interpolation="bicubic", top1=top1, top1_protocol="zero-shot", top1_source=_CLIP_TOP1,
+        license="MIT", source=_CLIP,
+        description=(f"OpenAI CLIP (Radford et al., 2021) ViT-{size}/{patch} image tower at "
+                     f"{image_size}; returns its {projection}-d image embedding"),
+    )
+
+
+def _siglip(size, patch, image_size, repo):
+    spec = _tower(size, patch, **(_SO400M if size == "So400m" else {}))
+    return Preset(
+        name=f"siglip_{size.lower()}{patch}_{image_size}",
+        # The model takes whole patches: a 384-pixel So400m/14 checkpoint's convolution reads
+        # 27 x 27 patches, 378 pixels, and ignores the last 6 rows and columns.
+        variant=spec, image_size=image_size // patch * patch, num_classes=0, labels="features",
+        url=f"hf://google/{repo}", pooling="map", source=_SIGLIP,
+        description=(f"SigLIP (Zhai et al., 2023) ViT-{size}/{patch} image tower at "
+                     f"{image_size}, WebLI; returns its attention-pooled (MAP) output. The "
+                     f"publisher reports its zero-shot accuracy in a figure, not as a number"),
+    )
+
+
+_ENTRIES += [
+    *(_dinov2(size, hub, registers, top1)
+      for registers, figures in ((False, (81.1, 84.5, 86.3, 86.5)),
+                                 (True, (80.9, 84.6, 86.7, 87.1)))
+      for (size, hub), top1 in zip((("S", "small"), ("B", "base"), ("L", "large"),
+                                    ("g", "giant")), figures)),
+    _clip("B", 32, 224, 512, "clip-vit-base-patch32", 63.2),
+    _clip("B", 16, 224, 512, "clip-vit-base-patch16", 68.6),
+    _clip("L", 14, 224, 768, "clip-vit-large-patch14", 75.3),
+    _clip("L", 14, 336, 768, "clip-vit-large-patch14-336", 76.2),
+    _siglip("B", 16, 224, "siglip-base-patch16-224"),
+    _siglip("So400m", 14, 384, "siglip-so400m-patch14-384"),
+]
+
 #: The built-in presets, by name, in the order above.
 BUILTIN = {preset.name: preset for preset in _ENTRIES}
 if len(BUILTIN) != len(_ENTRIES):
@@ -462,21 +573,23 @@ def register(preset, *, overwrite=False):
 
 
 _COLUMNS = (("name", "<"), ("params", ">"), ("resolution", ">"), ("classes", ">"),
-            ("top-1", ">"))
+            ("top-1", ">"), ("protocol", "<"))
 
 
 def table(selection=None):
-    """The presets as a text table: name, parameters, resolution, classes, reported top-1.
+    """The presets as a text table: name, parameters, resolution, outputs, reported top-1 and how.
 
     Args:
         selection: iterable of preset names, or None for all. Defaults to None.
 
     Returns:
-        str: one header line and one line per preset; `-` where no top-1 is reported.
+        str: one header line and one line per preset; `-` where no top-1 is reported. The
+        `classes` column is the head's outputs (0: a backbone returning its features).
     """
     presets = [get(name) for name in (names() if selection is None else selection)]
     rows = [[p.name, f"{p.params / 1e6:.1f}M", str(p.image_size), str(p.num_classes),
-             "-" if p.top1 is None else f"{p.top1:g}"] for p in presets]
+             "-" if p.top1 is None else f"{p.top1:g}",
+             "-" if p.top1 is None else p.top1_protocol] for p in presets]
     header = [title for title, _ in _COLUMNS]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = []

@@ -8,6 +8,7 @@ and `"R26+SIZE/32"` (see `HYBRID_STAGES`).
 import dataclasses
 import re
 
+from keras_vit.interpolation import check_method
 from keras_vit.layers.resnet import check_units, check_width, stem_stride
 from keras_vit.layers.transformer_block import ACTIVATIONS
 from keras_vit.validation import check_choice, check_int, check_number
@@ -55,6 +56,11 @@ class VariantSpec:
             block (CLIP's `ln_pre`). Defaults to False.
         patch_bias: bool. Whether the patch embedding has a bias (CLIP's has
             none). Defaults to True.
+        position_interpolation: str. How the position embeddings are resized
+            to another grid (`keras_vit.interpolation`): `"bicubic"` (the
+            paper's code, timm) or `"pytorch_bicubic"` (transformers' DINOv2,
+            so that a model loaded at another size equals it). Defaults to
+            `"bicubic"`.
 
     Every field after `resnet_width` describes a difference of a family of
     checkpoints made by other libraries (`keras_vit.converters`); a variant
@@ -87,6 +93,7 @@ class VariantSpec:
     num_registers: int = 0
     pre_norm: bool = False
     patch_bias: bool = True
+    position_interpolation: str = "bicubic"
 
     def __post_init__(self):
         # A list would make the spec unhashable and compare unequal to the
@@ -99,6 +106,7 @@ class VariantSpec:
         check_int("num_registers", self.num_registers, minimum=0)
         if self.layer_scale is not None:
             check_number("layer_scale", self.layer_scale, 0.0, low_open=True)
+        check_method(self.position_interpolation)
 
     @property
     def is_hybrid(self):

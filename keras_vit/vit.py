@@ -95,10 +95,12 @@ def ViT(
             it has one: timm's `num_classes=0`). Defaults to the preset's or
             checkpoint's (0 for a backbone such as DINO or MAE), else 1000.
         pooling: str. `"token"` (the [class] token), `"gap"` (global
-            average pooling of the patch tokens, no class token) or
+            average pooling of the patch tokens, no class token),
             `"distilled"` (DeiT's [class] and distillation tokens,
-            concatenated: one head on them is the mean of DeiT's two heads).
-            Defaults to the preset's or checkpoint's, else `"token"`.
+            concatenated: one head on them is the mean of DeiT's two heads)
+            or `"map"` (SigLIP's learned attention probe over the tokens,
+            `keras_vit.layers.MAPHead`, no class token). Defaults to the
+            preset's or checkpoint's, else `"token"`.
         representation_size: int or None. Width of the pre-logits
             `Dense + tanh` layer of the paper's pre-training head; None for
             the single linear layer used when fine-tuning. With a preset,
@@ -110,7 +112,9 @@ def ViT(
         drop_path_rate: float. Stochastic depth rate of the last block; block
             i of `depth` uses `drop_path_rate * i / (depth - 1)`. Defaults to 0.
         include_top: bool. With False, the model returns the pooled (B, D)
-            features after the final LayerNorm. Defaults to True.
+            features after the final LayerNorm (for a CLIP tower, whose head
+            is its projection into the joint embedding space: the pooled
+            representation before it). Defaults to True.
         include_preprocessing: bool. Whether the model scales raw images in
             [0, 255] to [-1, 1] itself (a `Rescaling` layer named
             `"preprocessing"`), so that `model.predict(uint8_images)` is
@@ -120,7 +124,10 @@ def ViT(
         weights: None; the name of a released checkpoint in
             `keras_vit.presets`; a Hugging Face Hub checkpoint
             `"hf://ORG/NAME[@REVISION]"` of transformers (`vit`, `deit`,
-            `vit_mae`) or timm (`vit_*`, `deit_*`), a folder holding one
+            `vit_mae`, `dinov2`, `dinov2_with_registers`, `clip`,
+            `clip_vision_model`, `siglip`, `siglip_vision_model`) or timm
+            (`vit_*` including `*_dinov2`, `*_clip_*`, `*_siglip_*`;
+            `deit_*`), a folder holding one
             (`config.json` + safetensors), or a `.safetensors` file with its
             `config.json` beside it: the architecture is then the one its
             config states (`keras_vit.checkpoints.read_checkpoint`); a path
@@ -229,7 +236,7 @@ def _embed(images, settings):
     position_embedding = PositionEmbedding(
         settings.grid, num_prefix_tokens=settings.num_prefix_tokens,
         stride=spec.stride if settings.dynamic_image_size else None,
-        name=_name("position_embedding"),
+        interpolation=spec.position_interpolation, name=_name("position_embedding"),
     )
     x = model_layers.call_layer(position_embedding, x, images)
     if spec.num_registers:
@@ -340,6 +347,10 @@ def _resolve_weights(weights):
     if os.path.exists(path) or path.endswith(_WEIGHT_SUFFIXES) or os.sep in path:
         return path, None, None
     preset = presets.get(path)
+    if preset.hub_reference is not None:
+        # A preset of the later families names a Hub checkpoint, whose config states the
+        # architecture.
+        return None, None, checkpoints.read_checkpoint(preset.hub_reference)
     return (
         downloads.fetch(preset.url, sha256=preset.sha256, size_bytes=preset.size_bytes),
         preset,

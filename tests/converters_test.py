@@ -405,8 +405,8 @@ def test_variant_contradicting_the_config(hf_vit):
 def test_unsupported_timm_architecture_is_named(tmp_path):
     reference, args = _timm_model("vit_base_patch16_224", seed=9, num_classes=2)
     folder = _save_timm(reference, tmp_path / "t", args)
-    _rewrite(folder, config=lambda c: {**c, "architecture": "vit_base_patch16_clip_224"})
-    with pytest.raises(ValueError, match="timm architecture 'vit_base_patch16_clip_224' is "
+    _rewrite(folder, config=lambda c: {**c, "architecture": "vit_medium_patch16_gap_240"})
+    with pytest.raises(ValueError, match="timm architecture 'vit_medium_patch16_gap_240' is "
                                          "not supported"):
         keras_vit.ViT(weights=folder)
 

@@ -14,6 +14,7 @@ from keras_vit import (
     distribution,
     downloads,
     explain,
+    features,
     fewshot,
     files,
     finetune,
@@ -66,7 +67,7 @@ MODULES += [distribution]  # keras.distribution layouts (model parallelism on JA
 MODULES += [hub, converters]  # Hugging Face Hub checkpoints
 
 # The DINOv2 / CLIP / SigLIP additions (issue 33).
-MODULES += [activations, layer_scale, register_tokens, map_head, swiglu]
+MODULES += [activations, layer_scale, register_tokens, map_head, swiglu, features]
 
 # A package's doctests are found in the module that defines each function, not where the
 # package re-exports it: keras_vit.explain's examples live in its modules.

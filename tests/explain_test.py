@@ -434,6 +434,103 @@ def test_hybrid_model_intermediates_and_distances_use_the_feature_grid():
     np.testing.assert_allclose(distances, 4 * (2 + math.sqrt(2)), rtol=1e-5)
 
 
+# -- Tokens before the patches: distillation, registers, no [class] token ------------------
+
+
+def _family_model(pooling="token", num_registers=0, distillation_token=False, **kwargs):
+    spec = dataclasses.replace(variants.parse_variant("mu/4"), num_registers=num_registers,
+                               distillation_token=distillation_token)
+    model = keras_vit.ViT(spec, image_size=16, num_classes=0, pooling=pooling, **kwargs)
+    if num_registers:
+        # DINOv2's init (1e-6) makes the registers all but equal; random ones show a mix-up.
+        layer = model.get_layer("register_tokens")
+        layer.tokens.assign(_images(layer.tokens.shape, seed=3))
+    return model
+
+
+@pytest.mark.parametrize(
+    "pooling,registers,distillation,expected",
+    [
+        ("token", 4, False, 5),  # [class, registers x4]
+        ("distilled", 2, True, 4),  # [class, distillation, registers x2]
+        ("map", 3, False, 3),  # SigLIP-like with registers: no [class] token
+        ("map", 0, False, 0),
+    ],
+)
+def test_token_layout_counts_distillation_and_register_tokens(
+        pooling, registers, distillation, expected):
+    model = _family_model(pooling, registers, distillation)
+    assert explain.token_layout(model) == (expected, (4, 4))
+    tokens = explain.intermediate_outputs(model, _images((1, 16, 16, 3)), attention=False)
+    assert tokens["tokens"][0].shape == (1, expected + 16, 32)
+
+
+def _expected_rollout_map(model, images, rows, num_prefix):
+    """The rollout rows `rows` over the patch columns, averaged, upsampled and scaled."""
+    from keras_vit import interpolation
+
+    out = explain.intermediate_outputs(model, images)
+    rollout = explain.rollout_from_weights(out["attention"])
+    grid = rollout[:, rows, num_prefix:].mean(axis=1).reshape(-1, 4, 4)
+    up = interpolation.resize_matrix(4, 16, "bilinear", antialias=False)
+    maps = np.einsum("ih,bhw,jw->bij", up, grid, up)
+    low, high = maps.min(axis=(1, 2), keepdims=True), maps.max(axis=(1, 2), keepdims=True)
+    return (maps - low) / (high - low)
+
+
+@pytest.mark.parametrize(
+    "pooling,registers,distillation,rows",
+    [
+        # The [class] token's row; registers take no place on the map.
+        ("token", 4, False, slice(0, 1)),
+        # DeiT's representation is the [class] and distillation pair: both rows.
+        ("distilled", 2, True, slice(0, 2)),
+        # A DeiT model pooling its [class] token alone: that row.
+        ("token", 0, True, slice(0, 1)),
+        # No [class] token: the mean of the patch tokens' rows (after the 3 registers).
+        ("map", 3, False, slice(3, None)),
+    ],
+)
+def test_rollout_reads_the_represented_rows_over_the_patches_only(
+        pooling, registers, distillation, rows):
+    model = _family_model(pooling, registers, distillation)
+    images = _images((2, 16, 16, 3))
+    maps = explain.attention_rollout(model, images)
+    assert maps.shape == (2, 16, 16)
+    num_prefix = explain.token_layout(model)[0]
+    np.testing.assert_allclose(
+        maps, _expected_rollout_map(model, images, rows, num_prefix), atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling,registers", [("token", 4), ("map", 2), ("map", 0)])
+def test_rollout_of_uniform_attention_is_constant_with_registers_and_map(pooling, registers):
+    model = _uniform_attention(_family_model(pooling, registers))
+    np.testing.assert_allclose(explain.attention_rollout(model, _images((2, 16, 16, 3))), 1.0)
+
+
+@pytest.mark.parametrize("pooling,registers,distillation", [
+    ("token", 4, False), ("distilled", 2, True), ("map", 3, False)])
+def test_mean_attention_distance_leaves_out_prefix_and_register_tokens(
+        pooling, registers, distillation):
+    # Uniform attention over a 4x4 grid of 4-pixel patches, renormalized over the patches: the
+    # distance of a model without any prefix token.
+    plain = _uniform_attention(keras_vit.ViT("mu/4", image_size=16, num_classes=0,
+                                             pooling="gap"))
+    model = _uniform_attention(_family_model(pooling, registers, distillation))
+    images = _images((2, 16, 16, 3))
+    np.testing.assert_allclose(explain.mean_attention_distance(model, images),
+                               explain.mean_attention_distance(plain, images), rtol=1e-6)
+
+
+def test_dynamic_size_model_is_explained_on_the_grid_of_its_images():
+    model = _uniform_attention(_family_model("token", 2, dynamic_image_size=True))
+    images = _images((2, 4, 16, 3))
+    assert explain.token_layout(model, (4, 16)) == (3, (1, 4))
+    assert explain.attention_rollout(model, images).shape == (2, 4, 16)
+    # A 1x4 row of 4-pixel patches, as in test_mean_attention_distance_of_uniform_attention.
+    np.testing.assert_allclose(explain.mean_attention_distance(model, images), 5.0, rtol=1e-5)
+
+
 # -- The package ------------------------------------------------------------------------
 
 

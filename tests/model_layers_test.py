@@ -94,3 +94,29 @@ def test_call_layer_calls_the_chain_as_vit_does():
     assert [model_layers.computes_class_token_only(p, i, 3)
             for p in ("token", "gap") for i in range(3)] == [False, False, True] + [False] * 3
     assert model_layers.block_name(3) == "encoder_block_3"
+
+
+@pytest.mark.parametrize("pooling,options,expected,registers", [
+    ("token", {}, (True, False, 0), slice(1, 1)),
+    ("gap", dict(num_registers=2), (False, False, 2), slice(0, 2)),
+    ("distilled", dict(distillation_token=True, num_registers=3), (True, True, 3), slice(2, 5)),
+    ("map", dict(num_registers=1), (False, False, 1), slice(0, 1)),
+])
+def test_token_prefix_of_each_family(pooling, options, expected, registers):
+    import dataclasses
+
+    spec = dataclasses.replace(keras_vit.variants.parse_variant("mu/4"), **options)
+    model = keras_vit.ViT(spec, image_size=8, num_classes=0, pooling=pooling)
+    prefix = model_layers.token_prefix(model)
+    assert (prefix.class_token, prefix.distillation_token, prefix.num_registers) == expected
+    assert prefix.registers == registers
+    # The patch tokens start after the prefix: a 2x2 grid of 8-pixel images.
+    tokens = model.get_layer("encoder_block_0").input
+    assert tokens.shape[1] == prefix.num_tokens + 4
+
+
+def test_token_prefix_needs_a_position_embedding():
+    images = keras.Input((8, 8, 3))
+    model = keras.Model(images, PatchEmbedding(4, 8)(images), name="bare")
+    with pytest.raises(ValueError, match="Model 'bare' has no PositionEmbedding layer"):
+        model_layers.token_prefix(model)

@@ -53,6 +53,23 @@ PINNED_PARAMS = {
     "augreg_r50_l32_i21k": 350_358_931,
     "augreg_r50_l32_i21k_i1k_224": 328_994_856,
     "augreg_r50_l32_i21k_i1k_384": 329_092_136,
+    # The Hub towers (issue 33): ours as built from their config, which transformers' and
+    # timm's counts match up to the parts keras_vit does not hold (DINOv2's mask token, D) or
+    # adds (a zero bias of CLIP's projection, its width).
+    "dinov2_s14": 22_056_192,
+    "dinov2_b14": 86_579_712,
+    "dinov2_l14": 304_367_616,
+    "dinov2_g14": 1_136_479_232,
+    "dinov2_reg_s14": 22_057_728,
+    "dinov2_reg_b14": 86_582_784,
+    "dinov2_reg_l14": 304_371_712,
+    "dinov2_reg_g14": 1_136_485_376,
+    "clip_b32": 87_849_728,
+    "clip_b16": 86_193_152,
+    "clip_l14": 303_966_976,
+    "clip_l14_336": 304_294_656,
+    "siglip_b16_224": 92_884_224,
+    "siglip_so400m14_384": 428_225_600,
 }
 
 # What the issue asks the table to cover.
@@ -105,7 +122,8 @@ def test_architecture_builds(architecture, names):
                               representation_size=representation_size, pooling=pooling)
     try:
         assert model.input_shape == (None, image_size, image_size, 3)
-        assert model.output_shape == (None, num_classes)
+        # A backbone (0 classes) returns its pooled features.
+        assert model.output_shape == (None, num_classes or parse_variant(variant).hidden_dim)
         count = model.count_params()
     finally:
         # Forgets the uninitialized variables (no later scope may initialize them). No garbage
@@ -220,6 +238,21 @@ def test_parameter_count_formula_matches_every_option(size="mu"):
         (deit, dict(image_size=32, num_classes=7, pooling="distilled")),
         (deit, dict(image_size=32, num_classes=0)),
     ]
+    # The later families' options (issue 33), alone and as their towers combine them.
+    base = parse_variant(f"{size}/14")
+    for options, kwargs in [
+        (dict(layer_scale=1e-5), {}),
+        (dict(num_registers=4), {}),
+        (dict(num_registers=2), dict(pooling="gap")),
+        (dict(pre_norm=True), {}),
+        (dict(patch_bias=False), {}),
+        (dict(activation="swiglu"), {}),
+        (dict(activation="quick_gelu"), {}),
+        ({}, dict(pooling="map", num_classes=0)),
+        (dict(layer_scale=1e-5, num_registers=4, activation="swiglu"), dict(num_classes=0)),
+        (dict(pre_norm=True, patch_bias=False, activation="quick_gelu"), dict(num_classes=12)),
+    ]:
+        cases.append((dataclasses.replace(base, **options), dict(image_size=56, **kwargs)))
     for variant, kwargs in cases:
         assert presets.parameter_count(variant, **kwargs) == _built_count(variant, **kwargs), (
             variant, kwargs)
@@ -240,6 +273,13 @@ def test_covers_the_issue_list():
 
 def test_names_follow_the_scheme():
     for name, preset in presets.BUILTIN.items():
+        if preset.hub_reference is not None:
+            # `{family}[_reg]_{size}{patch}[_{resolution}]`, the size as its spec names it.
+            spec = parse_variant(preset.variant)
+            model = f"{spec.size.lower()}{spec.patch_size}"
+            family = name.split("_")[0] + ("_reg" if spec.num_registers else "")
+            assert re.fullmatch(rf"{family}_{model}(_\d+)?", name), name
+            continue
         family = "vit" if name.startswith("vit_") else "augreg"
         model = preset.variant.lower().replace("/", "").replace("+", "_")
         tail = "" if preset.labels == "imagenet21k" else f"_i1k_{preset.image_size}"
@@ -248,7 +288,7 @@ def test_names_follow_the_scheme():
 
 
 def test_urls_are_public_unique_npz_files():
-    urls = [p.url for p in presets.BUILTIN.values()]
+    urls = [p.url for p in presets.BUILTIN.values() if p.hub_reference is None]
     assert len(set(urls)) == len(urls)
     for url in urls:
         assert url.startswith("https://storage.googleapis.com/vit_models/"), url
@@ -270,6 +310,8 @@ def test_fine_tunes_share_their_upstream_file_name():
 
 def test_heads_labels_and_preprocessing():
     for name, preset in presets.BUILTIN.items():
+        if preset.hub_reference is not None:
+            continue  # the Hub towers: test_hub_towers_*
         assert (preset.labels, preset.num_classes) in (("imagenet21k", 21843),
                                                       ("imagenet2012", 1000))
         # Only the paper's 21k checkpoints keep a pre-logits layer, as wide as the model.
@@ -297,6 +339,12 @@ def test_reported_top1():
         "augreg_l16_i21k_i1k_384": 85.59,
         "augreg_r26_s32_i21k_i1k_384": 83.85,
         "augreg_r50_l32_i21k_i1k_384": 85.99,
+        # DINOv2's README (ImageNet linear), with and without registers.
+        "dinov2_s14": 81.1, "dinov2_b14": 84.5, "dinov2_l14": 86.3, "dinov2_g14": 86.5,
+        "dinov2_reg_s14": 80.9, "dinov2_reg_b14": 84.6, "dinov2_reg_l14": 86.7,
+        "dinov2_reg_g14": 87.1,
+        # The CLIP paper (zero-shot ImageNet).
+        "clip_b32": 63.2, "clip_b16": 68.6, "clip_l14": 75.3, "clip_l14_336": 76.2,
     }
 
 
@@ -306,11 +354,11 @@ def test_get_unknown_name_lists_the_closest():
     assert str(info.value) == (
         "Unknown preset 'augreg_b16_i1k_384'; the closest names are "
         "'augreg_b16_i21k_i1k_384', 'augreg_b16_i21k', 'augreg_s16_i21k_i1k_384'. "
-        "keras_vit.presets.names() lists all 37.")
+        "keras_vit.presets.names() lists all 51.")
     with pytest.raises(ValueError) as info:
         presets.get("resnet50")
     assert str(info.value) == (
-        "Unknown preset 'resnet50'; no name is close. keras_vit.presets.names() lists all 37.")
+        "Unknown preset 'resnet50'; no name is close. keras_vit.presets.names() lists all 51.")
 
 
 @pytest.fixture
@@ -356,7 +404,9 @@ def test_register_refuses_other_objects(private_table):
     [
         (dict(variant="Q/16"), "Unknown variant 'Q/16'"),
         (dict(num_classes=10), "labels 'imagenet2012' has 1000 classes, received num_classes=10"),
-        (dict(url="ftp://host/file.npz"), r"url must be an http\(s\):// or gs:// URL"),
+        (dict(url="ftp://host/file.npz"), r"url must be an http\(s\)://, gs:// or hf:// URL"),
+        (dict(top1_protocol="few-shot"), "Unknown top1_protocol 'few-shot': expected one of "
+                                         "fine-tuned, linear probe, zero-shot"),
         (dict(pooling="max"), "Unknown pooling 'max'"),
         (dict(crop_fraction=0.0), r"crop_fraction must be a number in \(0, 1\]"),
         (dict(sha256="ABC"), "sha256 must be 64 lower-case hex digits"),
@@ -376,17 +426,77 @@ def test_resize_follows_crop_fraction():
 
 def test_table():
     lines = presets.table().splitlines()
-    assert lines[0].split() == ["name", "params", "resolution", "classes", "top-1"]
+    assert lines[0].split() == ["name", "params", "resolution", "classes", "top-1", "protocol"]
     assert len(lines) == 1 + len(presets.names())
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
-    assert rows["vit_h14_i21k"] == ["660.4M", "224", "21843", "-"]
-    assert rows["augreg_r50_l32_i21k_i1k_384"] == ["329.1M", "384", "1000", "85.99"]
-    assert rows["vit_l16_i21k_i1k_224"] == ["304.3M", "224", "1000", "82.7"]
+    assert rows["vit_h14_i21k"] == ["660.4M", "224", "21843", "-", "-"]
+    assert rows["augreg_r50_l32_i21k_i1k_384"] == ["329.1M", "384", "1000", "85.99", "fine-tuned"]
+    assert rows["vit_l16_i21k_i1k_224"] == ["304.3M", "224", "1000", "82.7", "fine-tuned"]
+    assert rows["dinov2_reg_g14"] == ["1136.5M", "518", "0", "87.1", "linear", "probe"]
+    assert rows["siglip_so400m14_384"] == ["428.2M", "378", "0", "-", "-"]
     assert presets.table(["augreg_s32_i21k"]) == (
-        "name             params  resolution  classes  top-1\n"
-        "augreg_s32_i21k   30.9M         224    21843      -")
+        "name             params  resolution  classes  top-1  protocol\n"
+        "augreg_s32_i21k   30.9M         224    21843      -  -")
 
 
 def test_exported():
     assert keras_vit.presets is presets
     assert "presets" in keras_vit.__all__
+
+
+# The towers the issue names (DINOv2 S/B/L/g with and without registers, OpenAI CLIP B/32, B/16,
+# L/14, SigLIP B/16 224 and So400m), by the Hub repository each names.
+HUB_TOWERS = {
+    "dinov2_s14": "facebook/dinov2-small", "dinov2_b14": "facebook/dinov2-base",
+    "dinov2_l14": "facebook/dinov2-large", "dinov2_g14": "facebook/dinov2-giant",
+    "dinov2_reg_s14": "facebook/dinov2-with-registers-small",
+    "dinov2_reg_b14": "facebook/dinov2-with-registers-base",
+    "dinov2_reg_l14": "facebook/dinov2-with-registers-large",
+    "dinov2_reg_g14": "facebook/dinov2-with-registers-giant",
+    "clip_b32": "openai/clip-vit-base-patch32", "clip_b16": "openai/clip-vit-base-patch16",
+    "clip_l14": "openai/clip-vit-large-patch14",
+    "clip_l14_336": "openai/clip-vit-large-patch14-336",
+    "siglip_b16_224": "google/siglip-base-patch16-224",
+    "siglip_so400m14_384": "google/siglip-so400m-patch14-384",
+}
+
+
+def test_hub_towers_name_their_repositories_license_and_figure():
+    found = {n: p.hub_reference for n, p in presets.BUILTIN.items() if p.hub_reference}
+    assert found == {name: f"hf://{repo}" for name, repo in HUB_TOWERS.items()}
+    for name in HUB_TOWERS:
+        preset = presets.get(name)
+        assert preset.license == ("MIT" if name.startswith("clip") else "Apache-2.0"), name
+        family = name.split("_")[0]
+        protocol = {"dinov2": "linear probe", "clip": "zero-shot", "siglip": "fine-tuned"}[family]
+        assert preset.top1_protocol == protocol, name
+        assert (preset.top1 is None) == (family == "siglip"), name
+        assert preset.top1 is None or preset.top1_source
+
+
+def test_hub_tower_weights_are_read_from_their_repository(monkeypatch):
+    # `ViT(weights="dinov2_b14")` is `ViT(weights="hf://facebook/dinov2-base")`: the repository's
+    # config states the architecture. Stopped at the read, nothing is downloaded.
+    from keras_vit import checkpoints
+
+    class Read(Exception):
+        pass
+
+    def read_checkpoint(weights, **kwargs):
+        raise Read(weights)
+
+    monkeypatch.setattr(checkpoints, "read_checkpoint", read_checkpoint)
+    with pytest.raises(Read, match="^hf://facebook/dinov2-base$"):
+        keras_vit.ViT(weights="dinov2_b14")
+
+
+def test_hub_tower_architectures():
+    dinov2_g, clip, siglip = (parse_variant(presets.get(n).variant) for n in (
+        "dinov2_reg_g14", "clip_l14_336", "siglip_so400m14_384"))
+    assert (dinov2_g.hidden_dim, dinov2_g.depth, dinov2_g.num_heads, dinov2_g.mlp_dim,
+            dinov2_g.activation, dinov2_g.num_registers) == (1536, 40, 24, 4096, "swiglu", 4)
+    assert (clip.pre_norm, clip.patch_bias, clip.activation, clip.layer_norm_epsilon) == (
+        True, False, "quick_gelu", 1e-5)
+    assert (siglip.hidden_dim, siglip.depth, siglip.mlp_dim, siglip.num_heads) == (
+        1152, 27, 4304, 16)
+    assert presets.get("siglip_so400m14_384").pooling == "map"

@@ -14,6 +14,12 @@ The families whose encoder is the paper's, as transformers names them (`model_ty
   the encoder on all of them, which is what the MAE paper fine-tunes and what transformers
   computes with `mask_ratio=0` (up to the order of the patch tokens).
 
+The DINOv2, CLIP and SigLIP image towers (`dinov2`, `dinov2_with_registers`, `clip`,
+`clip_vision_model`, `siglip`, `siglip_vision_model`) are read by `transformers_families`;
+`READERS` is the table of both modules' readers, by `model_type`. Families that need a piece
+keras_vit lacks (BEiT's relative position bias, ...) are refused naming it
+(`transformers_families.MISSING`). Written back are the ViT / DeiT layout and DINOv2's.
+
 Quirks, each in one place: the file's keys carry the task model's prefix (`vit.`, `deit.`)
 or none (base models); torch `Linear` weights are (out, in); q, k and v are three (D, D)
 projections; files written before 2021 name LayerNorm parameters `gamma`/`beta` (read as
@@ -24,9 +30,9 @@ from the config, not assumed).
 import numpy as np
 
 from keras_vit import converters as conv
+from keras_vit.converters import transformers_families as families
 
 NAME = "transformers"
-MODEL_TYPES = ("vit", "deit", "vit_mae")
 
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
 _GELUS = ("gelu",) + _TANH_GELUS
@@ -152,11 +158,19 @@ def read(files, tensors):
     """
     config, name = files.config, files.name
     model_type = config["model_type"]
-    if model_type not in MODEL_TYPES:
+    supported = f"supported transformers model types: {', '.join(MODEL_TYPES)}"
+    if model_type in families.MISSING:
         raise ValueError(
-            f"{name}: model_type {model_type!r} is not supported; supported transformers "
-            f"model types: {', '.join(MODEL_TYPES)}"
-        )
+            f"{name}: model_type {model_type!r} is not supported: it needs "
+            f"{families.MISSING[model_type]}, which keras_vit does not have; {supported}")
+    if model_type not in READERS:
+        raise ValueError(f"{name}: model_type {model_type!r} is not supported; {supported}")
+    return _checkpoint(files, *READERS[model_type](config, tensors, name))
+
+
+def _read_vit(config, tensors, name):
+    """`vit`, `deit`, `vit_mae`: (Architecture, arrays, sources, ignored)."""
+    model_type = config["model_type"]
     if tensors is None:
         # Configs only (preprocessing, class names): the head as the config's class says.
         cls = (config.get("architectures") or [""])[0]
@@ -164,7 +178,7 @@ def read(files, tensors):
         architecture = _architecture(
             config, name, has_head=cls.endswith(("ForImageClassification", "WithTeacher")),
             has_pooler=False, distilled=distilled)
-        return _checkpoint(files, architecture, {}, {}, [])
+        return architecture, {}, {}, []
     # Files written before 2021 name LayerNorm parameters gamma / beta.
     tensors = {
         (k[: -len(".gamma")] + ".weight" if k.endswith(".gamma") else
@@ -196,16 +210,16 @@ def read(files, tensors):
     arrays, sources, used = conv.apply_rules(rules, tensors, name=name, optional=optional)
     if not config.get("qkv_bias", True):
         # A model without q/k/v biases is the fused projection with zero bias.
-        for i in range(spec.depth):
-            for part in ("query", "key", "value"):
-                key = f"{conv.block(i)}/{conv.ATTENTION}/{part}/bias"
-                if key not in arrays:
-                    arrays[key] = np.zeros((spec.num_heads, spec.hidden_dim // spec.num_heads),
-                                           "float32")
-                    sources[key] = f"(qkv_bias=False: zeros for {part} bias of block {i})"
+        families.zero_qkv_biases(arrays, sources, spec)
     # ViTMAEForPreTraining: the decoder is a pre-training matter.
     ignored = conv.unexpected_keys(tensors, used, name=name, ignore=("decoder.",))
-    return _checkpoint(files, architecture, arrays, sources, ignored)
+    return architecture, arrays, sources, ignored
+
+
+# model_type -> its reader: (config, tensors or None, name) -> (Architecture, arrays, sources,
+# ignored keys). The families after the paper's encoder are in `transformers_families`.
+READERS = {"vit": _read_vit, "deit": _read_vit, "vit_mae": _read_vit, **families.READERS}
+MODEL_TYPES = tuple(READERS)
 
 
 def _checkpoint(files, architecture, arrays, sources, ignored):
@@ -220,18 +234,45 @@ def _checkpoint(files, architecture, arrays, sources, ignored):
     )
 
 
+def _refuse_family_options(architecture):
+    """ValueError for a model with an option transformers' ViT / DeiT layout cannot hold.
+
+    (LayerScale, registers and SwiGLU are DINOv2's, written by `families.write_dinov2`.)
+    """
+    spec = architecture.spec
+    options = [
+        ("activation", spec.activation, spec.activation != "gelu", "a GELU MLP"),
+        ("pre_norm", spec.pre_norm, spec.pre_norm, "no LayerNorm before the blocks"),
+        ("patch_bias", spec.patch_bias, not spec.patch_bias, "a patch embedding bias"),
+        ("pooling", architecture.pooling, architecture.pooling == "map",
+         "no attention-probe (MAP) pooling"),
+    ]
+    for option, value, differs, plain in options:
+        if differs:
+            raise ValueError(
+                f"transformers' ViT layout, the one keras_vit writes, has {plain}; this model "
+                f"has {option}={value!r} and cannot be written in it (the CLIP and SigLIP "
+                f"layouts are read, not written)")
+
+
 def write(arrays, architecture):
     """transformers' files of a model: (config dict, tensors dict, preprocessor config dict).
 
     A distilled model becomes `DeiTForImageClassificationWithTeacher`; a model with a head
     `ViTForImageClassification`; one without, `ViTModel` (with its pooler when the model has
-    a pre-logits layer).
+    a pre-logits layer); a model with LayerScale, registers or a SwiGLU MLP a `Dinov2Model`
+    (`transformers_families.write_dinov2`).
 
     Raises:
         ValueError: a model transformers' ViT cannot express (mean pooling, a hybrid, a
-            pre-logits layer before a head).
+            pre-logits layer before a head, an option of the DINOv2 / CLIP / SigLIP families:
+            `VariantSpec.activation` other than "gelu", `pre_norm`, `patch_bias=False`, pooling
+            "map"; or, for a DINOv2, a part `Dinov2Model` lacks).
     """
     spec = architecture.spec
+    if families.is_dinov2(architecture):
+        return families.write_dinov2(arrays, architecture)
+    _refuse_family_options(architecture)
     if spec.is_hybrid:
         raise ValueError(
             "transformers' layout has no hybrid ViT in this converter: a ResNet-stem model "

@@ -13,7 +13,7 @@ The ones that need attention weights get them from `probe.intermediate_outputs`.
 
 import numpy as np
 
-from keras_vit import interpolation
+from keras_vit import interpolation, model_layers
 from keras_vit.explain.probe import _check_images, _numpy, intermediate_outputs, token_layout
 from keras_vit.layers.patch_embedding import PatchEmbedding
 from keras_vit.layers.position_embedding import PositionEmbedding
@@ -93,13 +93,24 @@ def attention_rollout(
 ):
     """Attention-rollout maps of `images` at image resolution (the paper's Figure 6).
 
-    The rollout of all blocks (`rollout_from_weights`); the row of the
-    [class] token over the patch tokens is the map. A model without a class
-    token (`pooling="gap"`) is represented by the mean of its patch tokens,
-    so the map is the mean of the rollout rows of all tokens. The patch-grid
-    map is upsampled bilinearly to the image size and scaled to [0, 1] per
-    image (min to 0, max to 1; a map constant up to float rounding, 1e-6
-    relative, is all ones).
+    The rollout of all blocks (`rollout_from_weights`); the map is, over the
+    patch tokens only, the rollout row of the token(s) the model's
+    representation is read from:
+
+    - a model with a [class] token (`pooling="token"`): the [class] token's
+      row; with DeiT's `pooling="distilled"`, the mean of the [class] and
+      distillation tokens' rows (the representation is the pair);
+    - a model without one (`pooling="gap"`, and SigLIP's `pooling="map"`): the
+      mean of the patch tokens' rows, the representation of "gap" pooling.
+      A "map" model's attention probe weighs the tokens itself; its weights
+      are not part of this map, which says where the patch tokens as a whole
+      draw from.
+
+    Tokens before the patches that are not read (a distillation token under
+    "token" pooling, register tokens) pass attention on like any token but
+    get no place on the map. The patch-grid map is upsampled bilinearly to
+    the image size and scaled to [0, 1] per image (min to 0, max to 1; a map
+    constant up to float rounding, 1e-6 relative, is all ones).
 
     Args:
         model: a `keras_vit` model.
@@ -123,20 +134,18 @@ def attention_rollout(
     images = _check_images(model, images)
     height, width = images.shape[1], images.shape[2]
     num_prefix, (grid_h, grid_w) = token_layout(model, (height, width))
-    rows = interpolation.resize_matrix(grid_h, height, "bilinear", antialias=False)
-    cols = interpolation.resize_matrix(grid_w, width, "bilinear", antialias=False)
+    read = _represented_tokens(model)
+    up_rows = interpolation.resize_matrix(grid_h, height, "bilinear", antialias=False)
+    up_cols = interpolation.resize_matrix(grid_w, width, "bilinear", antialias=False)
     maps = []
     for batch in _batches(images, batch_size):
         out = intermediate_outputs(model, batch, attention=True)
         rollout = rollout_from_weights(
             out["attention"], head_fusion=head_fusion, discard_ratio=discard_ratio
         )
-        if num_prefix:
-            relevance = rollout[:, 0, num_prefix:]
-        else:
-            relevance = rollout.mean(axis=1)
-        grid = relevance.reshape(-1, grid_h, grid_w)
-        maps.append(np.einsum("ih,bhw,jw->bij", rows, grid, cols))
+        rows = rollout[:, read] if read is not None else rollout[:, num_prefix:]
+        grid = rows[:, :, num_prefix:].mean(axis=1).reshape(-1, grid_h, grid_w)
+        maps.append(np.einsum("ih,bhw,jw->bij", up_rows, grid, up_cols))
     maps = np.concatenate(maps, axis=0)
     low = maps.min(axis=(1, 2), keepdims=True)
     high = maps.max(axis=(1, 2), keepdims=True)
@@ -145,6 +154,17 @@ def attention_rollout(
     varies = (high - low) > 1e-6 * np.abs(high)
     scaled = np.where(varies, (maps - low) / np.where(varies, high - low, 1.0), 1.0)
     return scaled.astype("float32")
+
+
+def _represented_tokens(model):
+    """The rollout rows `attention_rollout` reads: a slice, or None for the patch tokens' mean."""
+    prefix = model_layers.token_prefix(model)
+    if not prefix.class_token:
+        return None
+    pooling = model_layers.find_layer(model, "pooling")
+    if prefix.distillation_token and getattr(pooling, "pooling", None) == "distilled":
+        return slice(0, 2)
+    return slice(0, 1)
 
 
 def patch_embedding_components(model, n=28, *, return_variance=False):
@@ -280,8 +300,9 @@ def mean_attention_distance(model, images, *, batch_size=32):
     For each query patch, the distance in image pixels from its centre to
     every key patch's centre, averaged with the query's attention weights
     over the patch tokens (renormalized to sum to 1 over them: attention to
-    the [class] token has no location); then the mean over query patches and
-    images. The analogue of a CNN's receptive-field size.
+    the [class], distillation and register tokens has no location); then
+    the mean over query patches and images. The analogue of a CNN's
+    receptive-field size.
 
     Args:
         model: a `keras_vit` model.
@@ -298,8 +319,9 @@ def mean_attention_distance(model, images, *, batch_size=32):
     >>> mean_attention_distance(model, np.zeros((2, 16, 16, 3))).shape
     (1, 2)
     """
-    num_prefix, grid = token_layout(model)
     images = _check_images(model, images)
+    # The images' own grid: a model of any image size (`dynamic_image_size`) has one per size.
+    num_prefix, grid = token_layout(model, (images.shape[1], images.shape[2]))
     distances = patch_distances(grid, (images.shape[1], images.shape[2]))
     total, count = None, 0
     for batch in _batches(images, batch_size):

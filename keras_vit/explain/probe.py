@@ -75,7 +75,8 @@ def intermediate_outputs(model, images, *, blocks=None, attention=True):
     Returns:
         dict of NumPy arrays: `"blocks"`, the block indices returned
         (non-negative); `"tokens"`, per selected block, its output tokens
-        (B, T, D), T counting the [class] token if the model has one;
+        (B, T, D), T counting the tokens before the patch tokens ([class],
+        distillation, registers: `token_layout`) if the model has them;
         `"attention"`, per selected block, its attention weights
         (B, heads, T, T) after softmax (rows sum to 1), float32, or None
         with `attention=False`; `"features"`, the input of the `head` layer
@@ -192,8 +193,13 @@ class _WithAttentionWeights(keras.layers.Layer):
 def token_layout(model, image_size=None):
     """The number of prefix tokens and the patch grid of `model`'s tokens.
 
-    Read from the model's `PositionEmbedding` layer: its stored grid, or for a model of any
-    image size (`ViT(dynamic_image_size=True)`) given `image_size`, the grid of such images.
+    The prefix is every token before the patch tokens: the [class] token, a distillation
+    token (DeiT) and register tokens (DINOv2 with registers, which carry no position
+    embedding), as `keras_vit.model_layers.token_prefix` reads them; so the patch tokens of
+    `intermediate_outputs`' `"tokens"` are `tokens[:, num_prefix_tokens:]`, in row-major
+    order on the grid. The grid is the `PositionEmbedding` layer's stored grid, or for a
+    model of any image size (`ViT(dynamic_image_size=True)`) given `image_size`, the grid of
+    such images.
 
     Args:
         model: a `keras_vit` model.
@@ -207,16 +213,12 @@ def token_layout(model, image_size=None):
     >>> token_layout(keras_vit.ViT("mu/4", image_size=(16, 32), num_classes=10))
     (1, (4, 8))
     """
-    for layer in model.layers:
-        if isinstance(layer, PositionEmbedding):
-            if layer.stride is not None and image_size is not None:
-                grid = (image_size[0] // layer.stride[0], image_size[1] // layer.stride[1])
-                return layer.num_prefix_tokens, grid
-            return layer.num_prefix_tokens, tuple(layer.grid_size)
-    raise ValueError(
-        f"Model {model.name!r} has no PositionEmbedding layer, so its patch "
-        f"grid is unknown"
-    )
+    num_prefix = model_layers.token_prefix(model).num_tokens
+    layer = next(layer for layer in model.layers if isinstance(layer, PositionEmbedding))
+    if layer.stride is not None and image_size is not None:
+        grid = (image_size[0] // layer.stride[0], image_size[1] // layer.stride[1])
+        return num_prefix, grid
+    return num_prefix, tuple(layer.grid_size)
 
 
 # -- Helpers, also of `analyses` ----------------------------------------------------------

@@ -47,7 +47,7 @@ def swiglu_gate(gate_value):
 
     >>> out = swiglu_gate(np.array([[0.0, 2.0, 3.0, 5.0]], "float32"))
     >>> np.round(keras.ops.convert_to_numpy(out), 4)
-    array([[0.    , 8.8076]], dtype=float32)
+    array([[0.   , 8.808]], dtype=float32)
     """
     hidden = ops.shape(gate_value)[-1] // 2
     return ops.silu(gate_value[..., :hidden]) * gate_value[..., hidden:]

@@ -118,8 +118,10 @@ class PositionEmbedding(keras.layers.Layer):
         initializer: initializer of the (1, prefix + h * w, D) embeddings.
             Defaults to a normal distribution with stddev 0.02, as in the
             reference implementation.
-        interpolation: str. `"bicubic"` or `"bilinear"`, used when the grid
-            differs. Defaults to `"bicubic"`.
+        interpolation: str. `"bicubic"`, `"bilinear"` or `"pytorch_bicubic"`
+            (PyTorch's non-antialiased bicubic, as transformers' DINOv2
+            resizes; `keras_vit.interpolation`), used when the grid differs.
+            Defaults to `"bicubic"`.
         antialias: bool. Widen the kernel when shrinking the grid. Defaults
             to True.
         stride: None, int or (height, width). Pixels per patch of the

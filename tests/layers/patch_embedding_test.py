@@ -56,3 +56,15 @@ def test_rejects_non_image_input():
     with pytest.raises(ValueError, match=r"\(batch, height, width, channels\)"):
         PatchEmbedding(4, 8)(np.zeros((2, 16, 3), "float32"))
     assert keras.ops.shape(PatchEmbedding(4, 8)(np.zeros((1, 4, 4, 1))))[1] == 1
+
+
+def test_without_bias():
+    # CLIP's patch embedding: the (4, 4, 3, 32) kernel alone, 1536 parameters.
+    run_layer_test(
+        PatchEmbedding,
+        dict(patch_size=4, hidden_dim=32, use_bias=False),
+        input_shape=(2, 16, 24, 3),
+        expected_output_shape=(2, 24, 32),
+        expected_num_trainable_weights=1,
+        expected_num_params=1536,
+    )

@@ -241,3 +241,66 @@ def test_block_layer_norm_matches_a_float64_reference(dtype, tolerance):
     # allow (PyTorch's fused kernel is 3e-5 off here); bfloat16: within the
     # rounding of the output.
     np.testing.assert_allclose(ours, expected, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("activation, layer_scale, params", [
+    # 8544 of the paper's block + 2 * 32 LayerScale gammas.
+    ("gelu", 1e-5, 8544 + 64),
+    # QuickGELU changes no weight.
+    ("quick_gelu", None, 8544),
+    # SwiGLU: the packed first layer is (32, 2 * 64) + 128 instead of (32, 64) + 64.
+    ("swiglu", 0.1, 8544 + 32 * 64 + 64 + 64),
+])
+def test_standard_checks_with_the_later_families_options(activation, layer_scale, params):
+    run_layer_test(
+        TransformerBlock,
+        dict(num_heads=4, mlp_dim=64, activation=activation, layer_scale=layer_scale),
+        input_shape=(2, 17, 32),
+        expected_output_shape=(2, 17, 32),
+        expected_num_trainable_weights=12 + 2 * (layer_scale is not None),
+        expected_num_params=params,
+    )
+
+
+def _silu(x):
+    return x / (1 + np.exp(-x))
+
+
+@pytest.mark.parametrize("activation", ["quick_gelu", "swiglu"])
+def test_later_families_block_equals_float64_reference(activation):
+    # x' = x + g1 * MSA(LN(x)); x = x' + g2 * MLP(LN(x')), with QuickGELU or SwiGLU in the MLP.
+    block = TransformerBlock(num_heads=2, mlp_dim=8, activation=activation, layer_scale=0.5,
+                             layer_norm_epsilon=1e-5)
+    x = np.random.default_rng(0).normal(size=(2, 5, 8))
+    block(x.astype("float32"))
+    rng = np.random.default_rng(1)
+    for w in block.weights:
+        w.assign(rng.normal(size=w.shape).astype("float32") * 0.5)
+    w = {v.path.split("/", 1)[1]: to_numpy(v).astype("float64") for v in block.weights}
+    h = _layer_norm(x, w["attention_norm/gamma"], w["attention_norm/beta"], 1e-5)
+    q, k, v = np.split(h @ w["qkv/kernel"] + w["qkv/bias"], 3, axis=-1)
+    heads = lambda t: t.reshape(2, 5, 2, 4).transpose(0, 2, 1, 3)  # noqa: E731
+    logits = heads(q) @ heads(k).transpose(0, 1, 3, 2) / 2.0
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    attended = (probs @ heads(v)).transpose(0, 2, 1, 3).reshape(2, 5, 8)
+    x = x + w["attention_scale/gamma"] * (
+        attended @ w["attention_output/kernel"] + w["attention_output/bias"])
+    h = _layer_norm(x, w["mlp_norm/gamma"], w["mlp_norm/beta"], 1e-5)
+    h = h @ w["mlp_dense_1/kernel"] + w["mlp_dense_1/bias"]
+    if activation == "swiglu":
+        h = _silu(h[..., :8]) * h[..., 8:]  # gate first
+    else:
+        h = h / (1 + np.exp(-1.702 * h))
+    expected = x + w["mlp_scale/gamma"] * (h @ w["mlp_dense_2/kernel"] + w["mlp_dense_2/bias"])
+    out = to_numpy(block(np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")))
+    assert np.abs(expected).max() > 1.0
+    np.testing.assert_allclose(out, expected, atol=2e-4 * np.abs(expected).max())
+
+
+def test_later_families_options_are_checked():
+    with pytest.raises(ValueError, match="Unknown activation 'relu': expected one of gelu, "
+                                         "quick_gelu, swiglu"):
+        TransformerBlock(num_heads=2, mlp_dim=8, activation="relu")
+    with pytest.raises(ValueError, match="layer_scale"):
+        TransformerBlock(num_heads=2, mlp_dim=8, layer_scale=0.0)

@@ -109,6 +109,28 @@ def test_explain_model_failing_keeps_the_previous_analysis_json(tmp_path, monkey
         "position_embedding_similarity.png", "rollout.png"]
 
 
+@pytest.mark.parametrize("options,pooling", [
+    (dict(num_registers=4, layer_scale=1e-5), "token"),  # DINOv2 with registers
+    (dict(distillation_token=True, num_registers=1), "distilled"),  # DeiT, and a register
+    (dict(pre_norm=True, patch_bias=False), "map"),  # SigLIP-like: no [class] token
+])
+def test_explain_model_on_the_later_families(tmp_path, options, pooling):
+    import dataclasses
+
+    import keras_vit
+    from training import explain
+
+    spec = dataclasses.replace(keras_vit.variants.parse_variant("mu/4"), **options)
+    model = keras_vit.ViT(spec, image_size=8, num_classes=0, pooling=pooling, num_channels=1)
+    images = np.random.default_rng(0).uniform(-1, 1, (3, 8, 8, 1)).astype("float32")
+    explain.explain_model(model, images, str(tmp_path), progress=False)
+    analysis = json.loads((tmp_path / "analysis.json").read_text())
+    assert np.shape(analysis["mean_attention_distance"]) == (1, 2)  # (depth, heads)
+    assert sorted(os.listdir(tmp_path)) == [
+        "analysis.json", "mean_attention_distance.png", "patch_embedding_filters.png",
+        "position_embedding_similarity.png", "rollout.png"]
+
+
 def test_fewshot_record_is_written_whole_or_not_at_all(tmp_path):
     from training import fewshot
 
