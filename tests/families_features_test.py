@@ -9,8 +9,9 @@ LayerScale at 1e-5, would make mistakes invisible):
 - `siglip_map`: attention pooling (`MAPHead`), no [class] token, no head;
 - `swiglu`: DINOv2-g's SwiGLU MLP (packed `mlp_dense_1` of 2 mlp_dim outputs) with LayerScale.
 
-Each is checked with fine-tuning (`finetune.adapt`, `ViT(weights=...)`), any image size,
-gradient checkpointing, LoRA, int8 quantization and few-shot features. The exports and the
+Each is checked with fine-tuning (`finetune.adapt`, `ViT(weights=...)` of a `.keras` file and of
+a Hub folder `checkpoints.save_pretrained` wrote), any image size, gradient checkpointing, LoRA,
+int8 quantization and few-shot features. The exports and the
 training binary are in `tests/training/families_test.py`.
 """
 
@@ -24,10 +25,9 @@ import pytest
 from layer_testing import loss_and_gradients, to_numpy
 
 import keras_vit
-from keras_vit import fewshot, finetune, lora, model_layers, variants
+from keras_vit import checkpoints, fewshot, finetune, lora, model_layers, variants
 
 MU4 = variants.parse_variant("mu/4")  # width 32, 1 block, 2 heads, MLP 128, 4x4 patches
-# Two blocks where the block index matters (stochastic depth: block 0 of 1 has rate 0).
 FAMILIES = {
     "dinov2_registers": (
         dataclasses.replace(MU4, layer_scale=1e-5, num_registers=4), dict(num_classes=0)),
@@ -157,6 +157,29 @@ def test_vit_loads_a_saved_keras_model_at_another_size_and_classes(name, tmp_pat
     assert [w.path for w in other.weights] == [w.path for w in expected.weights]
     for got, want in zip(other.weights, expected.weights, strict=True):
         np.testing.assert_array_equal(to_numpy(got), to_numpy(want), err_msg=got.path)
+
+
+# The Hub layouts `save_pretrained` writes for each family (transformers writes DINOv2's but not
+# CLIP's or SigLIP's; timm writes all four, folding the [class] token's position embedding).
+HUB_LAYOUTS = [("dinov2_registers", "transformers"), ("swiglu", "transformers"),
+               *((name, "timm") for name in NAMES)]
+
+
+@pytest.mark.parametrize("name, layout", HUB_LAYOUTS)
+def test_vit_loads_a_hub_folder_at_another_size_and_classes(name, layout, tmp_path):
+    # What `ViT(weights=folder)` and the training binary's --init_from read.
+    model = build(name)
+    folder = checkpoints.save_pretrained(model, tmp_path / "hub", layout=layout)
+    reloaded = keras_vit.ViT(weights=folder)
+    assert [layer.name for layer in reloaded.layers] == [layer.name for layer in model.layers]
+    np.testing.assert_allclose(to_numpy(reloaded(IMAGES)), to_numpy(model(IMAGES)),
+                               rtol=1e-5, atol=1e-5)
+    adapted = keras_vit.ViT(weights=folder, image_size=24, num_classes=10)
+    expected = finetune.adapt(reloaded, image_size=24, num_classes=10)
+    assert [w.path for w in adapted.weights] == [w.path for w in expected.weights]
+    for got, want in zip(adapted.weights, expected.weights, strict=True):
+        np.testing.assert_allclose(to_numpy(got), to_numpy(want), rtol=1e-6, atol=1e-6,
+                                   err_msg=got.path)
 
 
 def test_input_normalization_folds_into_a_patch_embedding_without_bias_only_at_mean_half():

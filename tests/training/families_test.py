@@ -51,8 +51,8 @@ _RUNTIME = textwrap.dedent(
 )
 
 
-def family_model(name):
-    """A 16x16 mu/4 of the family with 5 classes, weights ~ N(0, 0.2) (head included)."""
+def family_model(name, num_classes=5):
+    """A 16x16 mu/4 of the family, weights ~ N(0, 0.2) (head included)."""
     import keras_vit
     from keras_vit import variants
 
@@ -62,7 +62,7 @@ def family_model(name):
         "dinov2_registers": (dataclasses.replace(mu4, layer_scale=1e-5, num_registers=4),
                              "token"),
     }[name]
-    model = keras_vit.ViT(spec, image_size=16, num_classes=5, pooling=pooling)
+    model = keras_vit.ViT(spec, image_size=16, num_classes=num_classes, pooling=pooling)
     rng = np.random.default_rng(1)
     for variable in model.weights:
         variable.assign(rng.normal(0, 0.2, variable.shape).astype("float32"))
@@ -104,16 +104,16 @@ def test_export_runs_in_its_runtime_as_the_keras_model(format, name, model_name,
 
 
 @tensorflow_only
-def test_init_from_a_dinov2_with_registers_model(tfds_data_dir, tmp_path, tiny_config,
-                                                monkeypatch):
-    """--init_from a `.keras` file (the converters write no Hub folder of these families yet):
-    adapted to the run's 8x8 digits and 10 classes, LayerScale and registers kept."""
-    from keras_vit import finetune, model_layers
+def test_init_from_a_dinov2_with_registers_hub_folder_with_lora(tfds_data_dir, tmp_path,
+                                                                tiny_config, monkeypatch):
+    """--init_from a transformers folder (`Dinov2WithRegistersModel`): adapted to the run's 8x8
+    digits and 10 classes, its registers and LayerScale gammas kept, frozen under LoRA."""
+    import keras_vit
+    from keras_vit import checkpoints, finetune, model_layers
     from training import train
 
-    source = family_model("dinov2_registers")
-    path = str(tmp_path / "dinov2.keras")
-    source.save(path)
+    source = family_model("dinov2_registers", num_classes=0)  # a backbone, as DINOv2's
+    folder = checkpoints.save_pretrained(source, tmp_path / "dinov2")
     starts = []
     original_adapt = finetune.adapt
 
@@ -123,26 +123,25 @@ def test_init_from_a_dinov2_with_registers_model(tfds_data_dir, tmp_path, tiny_c
         return model
 
     monkeypatch.setattr(finetune, "adapt", spy)
-    config = tiny_config(tfds_data_dir, init_from=path, train_steps=2, warmup_steps=0,
+    config = tiny_config(tfds_data_dir, init_from=folder, train_steps=2, warmup_steps=0,
                          lora_rank=2)
     model, metrics = train.train_and_evaluate(config, str(tmp_path / "run"))
     assert metrics["global_step"] == 2
     assert model.input_shape == (None, 8, 8, 3)
-    # The run started from the source: position embeddings interpolated to the 2x2 grid, a
-    # zero head for digits' 10 classes, every other weight (registers, gammas) as saved.
+    # The run started from the folder's model: position embeddings interpolated to the 2x2
+    # grid, a zero head for digits' 10 classes, every other weight (registers, gammas) as saved.
     (start,) = starts
-    expected = original_adapt(source, image_size=8, num_classes=10)
+    expected = original_adapt(keras_vit.ViT(weights=folder), image_size=8, num_classes=10)
     for got, want in zip(start, expected.get_weights(), strict=True):
-        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     assert model.get_layer("position_embedding").embeddings.shape == (1, 1 + 4, 32)
-    assert model.get_layer("register_tokens").tokens.shape == (1, 4, 32)
-    block = model_layers.transformer_blocks(model)[0]
     # LoRA leaves the registers and the LayerScale gammas as they were.
     np.testing.assert_array_equal(np.array(model.get_layer("register_tokens").tokens),
                                   np.array(source.get_layer("register_tokens").tokens))
-    np.testing.assert_array_equal(np.array(block.attention_scale.gamma),
-                                  np.array(model_layers.transformer_blocks(source)[0]
-                                           .attention_scale.gamma))
+    block, source_block = (model_layers.transformer_blocks(m)[0] for m in (model, source))
+    for scale in ("attention_scale", "mlp_scale"):
+        np.testing.assert_array_equal(np.array(getattr(block, scale).gamma),
+                                      np.array(getattr(source_block, scale).gamma))
     saved = keras.saving.load_model(os.path.join(tmp_path, "run", "model.keras"))
     images = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(saved(images)),
