@@ -14,6 +14,7 @@ import numpy as np
 
 from keras_vit import (
     checkpoints,
+    converters,
     downloads,
     finetune,
     hub,
@@ -130,7 +131,8 @@ def ViT(
             `deit_*`), a folder holding one
             (`config.json` + safetensors), or a `.safetensors` file with its
             `config.json` beside it: the architecture is then the one its
-            config states (`keras_vit.checkpoints.read_checkpoint`); a path
+            config states (`keras_vit.checkpoints.read_checkpoint`, whose
+            result may also be passed); a path
             to a `.weights.h5` file of the same
             architecture, to a `.keras` model of the same variant and
             pooling, or to a released `.npz` checkpoint
@@ -337,6 +339,8 @@ def _resolve_weights(weights):
     """
     if weights is None:
         return None, None, None
+    if isinstance(weights, converters.Checkpoint):
+        return None, None, weights  # already read (`keras_vit.checkpoints.read_checkpoint`)
     if hub.is_reference(weights) or (
             isinstance(weights, (str, os.PathLike))
             and os.fspath(weights).endswith(hub.PICKLE_SUFFIXES)):

@@ -8,6 +8,7 @@ Nothing here writes files.
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -51,8 +52,9 @@ def load_pretrained(config):
     if config.init_from is not None and config.init_from.endswith(".keras"):
         return model_loading.load_model(config.init_from)
     if config.init_from is not None and hub.is_reference(config.init_from):
-        model = keras_vit.ViT(weights=config.init_from)
-        arch = checkpoints.read_checkpoint(config.init_from, config_only=True).architecture
+        checkpoint = _with_bias_for_folding(checkpoints.read_checkpoint(config.init_from))
+        model = keras_vit.ViT(weights=checkpoint)
+        arch = checkpoint.architecture
         if arch.mean is not None:
             # The input pipeline feeds x / 127.5 - 1; the checkpoint was trained on its own
             # mean and std: the change is folded into the patch embedding, exactly.
@@ -62,6 +64,27 @@ def load_pretrained(config):
                          arch.std)
         return model
     return None
+
+
+def _with_bias_for_folding(checkpoint):
+    """`checkpoint`, with a zero patch-embedding bias where its input normalization needs one.
+
+    A patch embedding without bias (CLIP's) has nowhere to take the shift of a mean other than
+    0.5 (`finetune.fold_input_normalization`); the model gets a bias, zero, which the folding
+    then sets: one D-vector more, the same outputs.
+    """
+    arch = checkpoint.architecture
+    if arch.mean is None or arch.spec.patch_bias or all(m == 0.5 for m in arch.mean):
+        return checkpoint
+    width = arch.spec.hidden_dim
+    return dataclasses.replace(
+        checkpoint,
+        architecture=dataclasses.replace(arch, spec=dataclasses.replace(arch.spec,
+                                                                        patch_bias=True)),
+        arrays={**checkpoint.arrays, "embedding/bias": np.zeros((width,), "float32")},
+        sources={**checkpoint.sources,
+                 "embedding/bias": "(zeros: a bias for the folded input normalization)"},
+    )
 
 
 def variant_of(model):

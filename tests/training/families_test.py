@@ -146,3 +146,30 @@ def test_init_from_a_dinov2_with_registers_hub_folder_with_lora(tfds_data_dir, t
     images = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(saved(images)),
                                keras.ops.convert_to_numpy(model(images)), atol=1e-5)
+
+
+def test_init_from_a_clip_folder_folds_its_normalization_into_a_new_patch_bias(tmp_path):
+    """CLIP's patch embedding has no bias, and its mean is not 0.5: `--init_from` gives the
+    model a zero bias, then folds the normalization into kernel and bias, so that the model fed
+    the pipeline's [-1, 1] pixels computes what the checkpoint computes on its own inputs."""
+    import types
+
+    import keras_vit
+    from keras_vit import checkpoints, variants
+    from training import state
+
+    clip = dataclasses.replace(variants.parse_variant("mu/4"), pre_norm=True, patch_bias=False,
+                               activation="quick_gelu", layer_norm_epsilon=1e-5)
+    source = keras_vit.ViT(clip, image_size=16, num_classes=8)  # the projection is the head
+    rng = np.random.default_rng(3)
+    for variable in source.weights:
+        variable.assign(rng.normal(0, 0.2, variable.shape).astype("float32"))
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    folder = checkpoints.save_pretrained(source, tmp_path / "clip", layout="timm", mean=mean,
+                                         std=std)
+    model = state.load_pretrained(types.SimpleNamespace(init_from=folder))
+    assert model.get_layer("patch_embedding").use_bias
+    pixels = rng.uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(source((pixels / 255 - np.array(mean)) / np.array(std)))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(pixels / 127.5 - 1)), expected,
+                               atol=1e-4 * np.abs(expected).max())
