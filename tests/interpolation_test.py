@@ -49,7 +49,8 @@ def test_pytorch_bicubic_is_pytorchs_plain_bicubic(in_size, out_size):
                        in_size, keras.ops.convert_to_tensor(out_size), "pytorch_bicubic"))):
         ours = np.einsum("ih,bchw,jw->bcij", matrix.astype("float64"), grid,
                          matrix.astype("float64"))
-        np.testing.assert_allclose(ours, expected, atol=1e-6)
+        # The matrices are float32: 1.2e-6 at most on these unit-scale grids.
+        np.testing.assert_allclose(ours, expected, atol=1e-5)
     # Not the antialiased bicubic keras_vit uses by default: the comparison can fail.
     default = interpolation.resize_matrix(in_size, out_size)
     assert np.abs(default - interpolation.resize_matrix(in_size, out_size,

@@ -1,8 +1,10 @@
 """Writes the pins of `tests/paper_variants_test.py`: the paper's models as keras_vit built them
 before the DINOv2 / CLIP / SigLIP options existed (commit 8fc2c6e).
 
-Run once per backend from the repository root, at that commit:
-`KERAS_BACKEND=B python tests/data/paper_variants/make.py`. Each model is saved as `.keras`
+Run once per backend from the repository root, at that commit (`PYTHONPATH=.`, so that the
+checkout's keras_vit is the one imported):
+`KERAS_BACKEND=B python tests/data/paper_variants/make.py`, and for JAX also with
+`XLA_FLAGS=--xla_backend_optimization_level=0` (the tests' setting, `xla_suffix`). Each model is saved as `.keras`
 (with random non-zero weights, so that no output is degenerate) with its input, and per backend
 its output, parameter count, and its layers' names, classes and weight paths and shapes.
 """
@@ -41,6 +43,14 @@ MODELS = {
 }
 
 
+def xla_suffix():
+    """`_xla_o0` under `--xla_backend_optimization_level=0` (tests/all_backends.sh sets it): XLA
+    then fuses less, and JAX's float32 outputs round differently in their last bits."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    level0 = "--xla_backend_optimization_level=0" in flags
+    return "_xla_o0" if level0 and keras.backend.backend() == "jax" else ""
+
+
 def describe(model):
     return dict(
         params=int(model.count_params()),
@@ -70,7 +80,7 @@ def main():
             np.save(inputs_path, images)
         model = keras.saving.load_model(path, compile=False)
         images = np.load(inputs_path)
-        np.save(os.path.join(HERE, f"{name}_outputs_{backend}.npy"),
+        np.save(os.path.join(HERE, f"{name}_outputs_{backend}{xla_suffix()}.npy"),
                 keras.ops.convert_to_numpy(model(images)))
         summary[name] = describe(keras_vit.ViT(MODELS[name]["variant"], **{
             k: v for k, v in MODELS[name].items() if k != "variant"}))
