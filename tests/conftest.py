@@ -119,3 +119,17 @@ def server():
     s = _Server()
     yield s
     s.close()
+
+
+@pytest.fixture
+def remat_calls(monkeypatch):
+    """Counts the functions wrapped in `keras.remat` (one per recomputed block call)."""
+    calls = []
+    original = keras.remat
+
+    def counting_remat(f):
+        calls.append(f)
+        return original(f)
+
+    monkeypatch.setattr(keras, "remat", counting_remat)
+    return calls

@@ -216,20 +216,6 @@ def test_dynamic_image_size_equals_the_fixed_size_model_at_its_own_size(name):
 # -- Gradient checkpointing -------------------------------------------------------------------
 
 
-@pytest.fixture
-def remat_calls(monkeypatch):
-    """Counts the functions wrapped in `keras.remat` (one per recomputed block call)."""
-    calls = []
-    original = keras.remat
-
-    def counting_remat(f):
-        calls.append(f)
-        return original(f)
-
-    monkeypatch.setattr(keras, "remat", counting_remat)
-    return calls
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_remat_gradients_equal_those_without(name, remat_calls):
     # Two blocks, with dropout and stochastic depth: the masks are drawn once, before the

@@ -76,20 +76,6 @@ def test_first_token_only_gradients_equal_those_of_the_sliced_full_block(remat, 
         assert max(np.abs(a - b).max() for a, b in zip(plain, grads)) > 1e-3
 
 
-@pytest.fixture
-def remat_calls(monkeypatch):
-    """Counts the functions wrapped in `keras.remat` (one per recomputed block call)."""
-    calls = []
-    original = keras.remat
-
-    def counting_remat(f):
-        calls.append(f)
-        return original(f)
-
-    monkeypatch.setattr(keras, "remat", counting_remat)
-    return calls
-
-
 def test_block_recomputes_only_in_training(remat_calls):
     block = _block(True)
     x = np.zeros((2, 17, 32), "float32")

@@ -436,6 +436,25 @@ def _dinov2_mlp_ratio(spec, base):
     return ratio
 
 
+def encoder_config(architecture):
+    """The config fields every transformers ViT-family encoder states the same way (written)."""
+    spec = architecture.spec
+    height, width = architecture.image_size
+    return {
+        "hidden_size": spec.hidden_dim,
+        "num_hidden_layers": spec.depth,
+        "num_attention_heads": spec.num_heads,
+        "hidden_act": "gelu_pytorch_tanh" if spec.approximate_gelu else "gelu",
+        "layer_norm_eps": spec.layer_norm_epsilon,
+        "image_size": height if height == width else [height, width],
+        "patch_size": spec.patch_size,
+        "num_channels": architecture.num_channels,
+        "qkv_bias": True,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    }
+
+
 def write_dinov2(arrays, architecture):
     """transformers' files of a DINOv2: `Dinov2Model`, `Dinov2WithRegistersModel` with registers.
 
@@ -482,21 +501,11 @@ def write_dinov2(arrays, architecture):
     config = {
         "architectures": [base],
         "model_type": "dinov2_with_registers" if registers else "dinov2",
-        "hidden_size": spec.hidden_dim,
-        "num_hidden_layers": spec.depth,
-        "num_attention_heads": spec.num_heads,
+        **encoder_config(architecture),
         "mlp_ratio": mlp_ratio,
-        "hidden_act": "gelu_pytorch_tanh" if spec.approximate_gelu else "gelu",
-        "layer_norm_eps": spec.layer_norm_epsilon,
-        "image_size": height if height == width else [height, width],
-        "patch_size": spec.patch_size,
-        "num_channels": architecture.num_channels,
-        "qkv_bias": True,
         "layerscale_value": 1.0 if spec.layer_scale is None else spec.layer_scale,
         "use_swiglu_ffn": swiglu,
         "use_mask_token": True,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
         "drop_path_rate": 0.0,
     }
     if registers:
