@@ -33,6 +33,7 @@ from keras_vit.layers import (
     activations,
     block_kernels,
     class_token,
+    initializers,
     layer_scale,
     map_head,
     patch_embedding,
@@ -67,7 +68,7 @@ MODULES += [distribution]  # keras.distribution layouts (model parallelism on JA
 MODULES += [hub, converters]  # Hugging Face Hub checkpoints
 
 # The DINOv2 / CLIP / SigLIP additions (issue 33).
-MODULES += [activations, layer_scale, register_tokens, map_head, swiglu, features]
+MODULES += [activations, initializers, layer_scale, register_tokens, map_head, swiglu, features]
 
 # A package's doctests are found in the module that defines each function, not where the
 # package re-exports it: keras_vit.explain's examples live in its modules.

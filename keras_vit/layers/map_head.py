@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers.block_kernels import gelu
+from keras_vit.layers.initializers import fused_xavier_uniform
 from keras_vit.layers.quantized_sublayers import QuantizedSublayers
 from keras_vit.validation import check_number, check_positive_int, known_width
 
@@ -115,12 +116,10 @@ class MAPHead(QuantizedSublayers, keras.layers.Layer):
         self.query = keras.layers.Dense(
             hidden_dim, kernel_initializer=xavier(), name="query", dtype=policy("query")
         )
-        # scale=2 with fan_avg gives k and v each the Xavier limit of (D, D).
+        # k and v each with the Xavier limit of a (D, D) kernel.
         self.key_value = keras.layers.Dense(
             2 * hidden_dim,
-            kernel_initializer=keras.initializers.VarianceScaling(
-                scale=2.0, mode="fan_avg", distribution="uniform"
-            ),
+            kernel_initializer=fused_xavier_uniform(2),
             name="key_value",
             dtype=policy("key_value"),
         )

@@ -6,6 +6,7 @@ from keras import ops
 from keras_vit.layers.activations import quick_gelu, swiglu_gate
 from keras_vit.layers.block_kernels import attention, gelu, layer_norm
 from keras_vit.layers.block_masks import BlockMasks
+from keras_vit.layers.initializers import fused_xavier_uniform
 from keras_vit.layers.layer_scale import LayerScale
 from keras_vit.layers.quantized_sublayers import QuantizedSublayers
 from keras_vit.validation import (
@@ -177,9 +178,7 @@ class TransformerBlock(QuantizedSublayers, keras.layers.Layer):
         )
         self.qkv = keras.layers.Dense(
             3 * hidden_dim,
-            kernel_initializer=keras.initializers.VarianceScaling(
-                scale=2.0, mode="fan_avg", distribution="uniform"
-            ),
+            kernel_initializer=fused_xavier_uniform(3),
             name="qkv",
             dtype=policy("qkv"),
         )

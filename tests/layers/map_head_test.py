@@ -141,3 +141,13 @@ def test_rejects_num_heads_that_do_not_divide_the_width():
     with pytest.raises(ValueError) as info:
         MAPHead(num_heads=5, mlp_dim=8)(np.zeros((2, 4, 32), "float32"))
     assert str(info.value) == "The width 32 of the tokens is not divisible by num_heads 5"
+
+
+def test_key_value_kernel_has_the_xavier_limit_of_each_part():
+    # Keys and values each initialized as a (D, D) Xavier-uniform kernel: limit sqrt(3 / D).
+    # (Scale 2 over the fused (D, 2D) kernel, the block's q|k|v rule, would give sqrt(4 / D).)
+    head = MAPHead(num_heads=4, mlp_dim=64)
+    head.build((None, 10, 256))
+    kernel = np.abs(to_numpy(head.key_value.kernel))
+    limit = np.sqrt(3 / 256)
+    assert 0.99 * limit < kernel.max() <= limit
